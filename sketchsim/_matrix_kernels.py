@@ -1,0 +1,234 @@
+"""Numba kernels of the matrix families. Private: they assume valid input and fill given arrays.
+
+Parallel loops run over independent rows / columns, each writing its own slot, so results are
+bit-identical for any thread count. Random bits come from the counter-based :func:`mix3`, keyed by
+(matrix key, stream, column, index): the NumPy twin in ``reference.py`` reproduces them.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._rng import mix3
+
+# Random streams of D(b, q, d): which counter tuple feeds which coin (reference.py uses the same).
+STREAM_SIGMA_M = 1   # mix3(key, 1, t, 0) & 1            -> σ_m[t]
+STREAM_SIGMA_S = 2   # mix3(key, 2, j, t) & 1            -> σ_{s,j}[t]
+STREAM_BLOCK = 3     # u = mix3(key, 3, j, i): bits 0,1,2 -> f_m, f_s, f_c; u >> 11 -> η ~ Bernoulli(q)
+_INV53 = 1.0 / 9007199254740992.0
+
+
+@njit(cache=True, nogil=True)
+def _pm(u):
+    return np.int8(1) if (u & np.uint64(1)) else np.int8(-1)
+
+
+@njit(cache=True, nogil=True)
+def _ceil_log2(n):
+    k = 0
+    while (1 << k) < n:
+        k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _nonzero(u, q):
+    return float(u >> np.uint64(11)) * _INV53 < q
+
+
+@njit(cache=True, parallel=True)
+def bs_count(key, d, b, q, counts):
+    """counts[j] = number of nonzero blocks (η_{i,j} = 1) of column j."""
+    nb = d // b
+    for j in prange(d):
+        c = 0
+        for i in range(nb):
+            if _nonzero(mix3(key, STREAM_BLOCK, j, i), q):
+                c += 1
+        counts[j] = c
+
+
+@njit(cache=True, parallel=True)
+def bs_fill(key, d, b, q, col_ptr, blk_row, blk_sign):
+    """Fill the nonzero blocks of every column (Algorithm 2, signs only; scale is 1/√(dq)).
+
+    Block layout (THEORY §9 item 4): f_s·σ_{s,j} | f_c·Enc(j, f'_m, f'_s) | f_m·σ_m, with
+    Enc = [+1, bits of j (0-based, MSB first, 0→−1), f'_m, f'_s, +1 padding].
+    """
+    t = b // 3
+    nb = d // b
+    nbits = _ceil_log2(d)
+    sm0 = _pm(mix3(key, STREAM_SIGMA_M, 0, 0))
+    for j in prange(d):
+        ss0 = _pm(mix3(key, STREAM_SIGMA_S, j, 0))
+        p = col_ptr[j]
+        for i in range(nb):
+            u = mix3(key, STREAM_BLOCK, j, i)
+            if not _nonzero(u, q):
+                continue
+            fm = _pm(u)
+            fs = _pm(u >> np.uint64(1))
+            fc = _pm(u >> np.uint64(2))
+            blk_row[p] = i
+            for k in range(t):
+                blk_sign[p, k] = fs * _pm(mix3(key, STREAM_SIGMA_S, j, k))
+                blk_sign[p, 2 * t + k] = fm * _pm(mix3(key, STREAM_SIGMA_M, k, 0))
+            blk_sign[p, t] = fc
+            for k in range(nbits):
+                bit = (j >> (nbits - 1 - k)) & 1
+                blk_sign[p, t + 1 + k] = fc if bit else -fc
+            blk_sign[p, t + 1 + nbits] = fc * fm * sm0
+            blk_sign[p, t + 2 + nbits] = fc * fs * ss0
+            for k in range(t + 3 + nbits, 2 * t):
+                blk_sign[p, k] = fc
+            p += 1
+
+
+@njit(cache=True, parallel=True)
+def bs_apply(X, out, col_ptr, blk_row, blk_sign, b, scale):
+    """out[k] = R @ X[k] (X rows may be shorter than d: implicit zero padding). out is zeroed."""
+    m, L = X.shape
+    for k in prange(m):
+        for j in range(L):
+            xj = X[k, j]
+            if xj == 0.0:
+                continue
+            v = xj * scale
+            for p in range(col_ptr[j], col_ptr[j + 1]):
+                r0 = blk_row[p] * b
+                for t in range(b):
+                    out[k, r0 + t] += v * blk_sign[p, t]
+
+
+@njit(cache=True, parallel=True)
+def bs_apply_t(X, out, col_ptr, blk_row, blk_sign, b, scale):
+    """out[k] = R^T @ X[k]."""
+    m, d = X.shape
+    for k in prange(m):
+        for j in range(d):
+            acc = 0.0
+            for p in range(col_ptr[j], col_ptr[j + 1]):
+                r0 = blk_row[p] * b
+                for t in range(b):
+                    acc += blk_sign[p, t] * X[k, r0 + t]
+            out[k, j] = acc * scale
+
+
+@njit(cache=True, parallel=True)
+def bs_dense(out, col_ptr, blk_row, blk_sign, b, scale):
+    """Dense view: out (d, d) zeroed on entry."""
+    d = out.shape[1]
+    for j in prange(d):
+        for p in range(col_ptr[j], col_ptr[j + 1]):
+            r0 = blk_row[p] * b
+            for t in range(b):
+                out[r0 + t, j] = blk_sign[p, t] * scale
+
+
+@njit(cache=True, nogil=True)
+def _fwht(x):
+    """In-place unnormalised fast Walsh–Hadamard transform of a power-of-two length vector."""
+    d = x.shape[0]
+    # first three stages fused (radix-8) when possible
+    if d >= 8:
+        for i in range(0, d, 8):
+            a0 = x[i] + x[i + 1]
+            a1 = x[i] - x[i + 1]
+            a2 = x[i + 2] + x[i + 3]
+            a3 = x[i + 2] - x[i + 3]
+            a4 = x[i + 4] + x[i + 5]
+            a5 = x[i + 4] - x[i + 5]
+            a6 = x[i + 6] + x[i + 7]
+            a7 = x[i + 6] - x[i + 7]
+            b0 = a0 + a2
+            b2 = a0 - a2
+            b1 = a1 + a3
+            b3 = a1 - a3
+            b4 = a4 + a6
+            b6 = a4 - a6
+            b5 = a5 + a7
+            b7 = a5 - a7
+            x[i] = b0 + b4
+            x[i + 4] = b0 - b4
+            x[i + 1] = b1 + b5
+            x[i + 5] = b1 - b5
+            x[i + 2] = b2 + b6
+            x[i + 6] = b2 - b6
+            x[i + 3] = b3 + b7
+            x[i + 7] = b3 - b7
+        h = 8
+    else:
+        h = 1
+    while h < d:
+        if 4 * h <= d:
+            # two stages at once (radix-4): one pass over memory instead of two
+            for i in range(0, d, 4 * h):
+                for j in range(i, i + h):
+                    a = x[j]
+                    bb = x[j + h]
+                    c = x[j + 2 * h]
+                    e = x[j + 3 * h]
+                    s0 = a + bb
+                    s1 = a - bb
+                    s2 = c + e
+                    s3 = c - e
+                    x[j] = s0 + s2
+                    x[j + 2 * h] = s0 - s2
+                    x[j + h] = s1 + s3
+                    x[j + 3 * h] = s1 - s3
+            h *= 4
+        else:
+            for i in range(0, d, 2 * h):
+                for j in range(i, i + h):
+                    a = x[j]
+                    bb = x[j + h]
+                    x[j] = a + bb
+                    x[j + h] = a - bb
+            h *= 2
+
+
+@njit(cache=True, parallel=True)
+def fwht_rows(X):
+    """In-place FWHT of every row of X (m, d)."""
+    for k in prange(X.shape[0]):
+        _fwht(X[k])
+
+
+@njit(cache=True, parallel=True)
+def hadamard_apply(X, out, perm, s1, s2, s3, scale):
+    """out[k] = H D1 H D2 H D3 P X[k] · scale (X rows may be shorter than d: zero padding)."""
+    m, L = X.shape
+    d = out.shape[1]
+    for k in prange(m):
+        y = out[k]
+        for i in range(d):
+            src = perm[i]
+            y[i] = X[k, src] * s3[i] if src < L else 0.0
+        _fwht(y)
+        for i in range(d):
+            y[i] *= s2[i]
+        _fwht(y)
+        for i in range(d):
+            y[i] *= s1[i]
+        _fwht(y)
+        for i in range(d):
+            y[i] *= scale
+
+
+@njit(cache=True, parallel=True)
+def hadamard_apply_t(X, out, tmp, perm, s1, s2, s3, scale):
+    """out[k] = P^T D3 H D2 H D1 H X[k] · scale  (the transpose of :func:`hadamard_apply`)."""
+    m, d = X.shape
+    for k in prange(m):
+        z = tmp[k]
+        for i in range(d):
+            z[i] = X[k, i]
+        _fwht(z)
+        for i in range(d):
+            z[i] *= s1[i]
+        _fwht(z)
+        for i in range(d):
+            z[i] *= s2[i]
+        _fwht(z)
+        for i in range(d):
+            out[k, perm[i]] = z[i] * s3[i] * scale

@@ -1,0 +1,405 @@
+"""Random matrix families behind one operator interface, and the named :class:`MatrixBank`.
+
+Families (``family=``):
+
+``haar``
+    Uniform random orthonormal (QR of a Gaussian with the sign fix), the paper's mental model (§3.2).
+``gaussian``
+    I.i.d. N(0, 1/d) entries.
+``block-sparse``
+    D(b, q, d) of Algorithms 1–2 (paper §4.3) with the resolutions of THEORY.md §9: sub-block order
+    random string | column signature | matrix signature, blocks of exactly b entries, Enc encodes
+    j−1 (MSB first). Stored as nonzero blocks per column (memory ∝ q·d²), never dense unless asked.
+``hadamard``
+    R = H D₁ H D₂ H D₃ P / d^{3/2} (three rounds of a randomised Walsh–Hadamard transform and a
+    random permutation, THEORY.md §2.4). Orthonormal, O(d log d) apply, O(d) memory, d a power of
+    two. **An engineering substitute, not one of the paper's distributions.**
+
+Every operator offers ``apply`` (R x), ``apply_t`` (Rᵀ x), ``dense()`` and ``nbytes``; ``apply``
+accepts vectors shorter than d (implicit zero padding, as for attribute vectors, paper §2.2).
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from . import _matrix_kernels as K
+from ._io import available_memory_bytes
+from ._rng import check_seed, name_generator, name_key
+from ._validation import TheoremPreconditionWarning, check_block_params, check_choice, check_int
+
+__all__ = ["FAMILIES", "MatrixBank", "module_name", "tuple_name", "parse_name",
+           "DenseOperator", "BlockSparseOperator", "HadamardOperator", "ZeroOperator"]
+
+FAMILIES = ("haar", "gaussian", "block-sparse", "hadamard")
+DENSE_FAMILIES = ("haar", "gaussian")
+
+
+def module_name(module, k):
+    """Name of module M's k-th matrix R_{M,k} (k = 0, 1, 2): ``module/<M>/<k>``."""
+    return f"module/{module}/{int(k)}"
+
+
+def tuple_name(i):
+    """Name of the tuple matrix R_i of 1-based position i: ``tuple/<i>``."""
+    return f"tuple/{int(i)}"
+
+
+_NAME_RE = re.compile(r"^(?:tuple/([1-9][0-9]*)|module/(.+)/([012]))$")
+
+
+def parse_name(name):
+    """``("tuple", i)`` or ``("module", M, k)``; raises for anything else."""
+    m = _NAME_RE.match(name) if isinstance(name, str) else None
+    if not m:
+        raise ValueError(
+            f"matrix name must be 'tuple/<i>' (i ≥ 1) or 'module/<M>/<k>' (k in 0, 1, 2); got {name!r}")
+    if m.group(1):
+        return ("tuple", int(m.group(1)))
+    return ("module", m.group(2), int(m.group(3)))
+
+
+def _as_rows(X):
+    X = np.asarray(X, dtype=np.float64)
+    single = X.ndim == 1
+    return np.ascontiguousarray(X[None, :] if single else X), single
+
+
+class _Operator:
+    """Common interface: ``apply``, ``apply_t``, ``dense``, ``column``, ``nbytes``."""
+
+    family = ""
+
+    def __init__(self, d_sketch, name):
+        self.d = int(d_sketch)
+        self.name = name
+
+    def apply(self, X):
+        """R x for a vector ``(L,)`` or rows ``(m, L)`` with L ≤ d (zero-padded); returns ``(…, d)``."""
+        X, single = _as_rows(X)
+        if X.shape[1] > self.d:
+            raise ValueError(f"vectors given to {self.name} must have length ≤ d_sketch={self.d}; got {X.shape[1]}")
+        out = self._apply(X)
+        return out[0] if single else out
+
+    def apply_t(self, X):
+        """Rᵀ x for a vector ``(d,)`` or rows ``(m, d)``."""
+        X, single = _as_rows(X)
+        if X.shape[1] != self.d:
+            raise ValueError(f"vectors given to {self.name}ᵀ must have length d_sketch={self.d}; got {X.shape[1]}")
+        out = self._apply_t(X)
+        return out[0] if single else out
+
+    def column(self, j):
+        """Column j (0-based) of R, i.e. R e_{j+1}."""
+        e = np.zeros((1, j + 1))
+        e[0, j] = 1.0
+        return self._apply(e)[0]
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r}, d={self.d})"
+
+
+class DenseOperator(_Operator):
+    """A dense d×d matrix (``haar``, ``gaussian`` or user-supplied)."""
+
+    def __init__(self, matrix, name, family="dense"):
+        super().__init__(matrix.shape[0], name)
+        self.matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+        self.family = family
+
+    def _apply(self, X):
+        L = X.shape[1]
+        return X @ (self.matrix.T if L == self.d else self.matrix[:, :L].T)
+
+    def _apply_t(self, X):
+        return X @ self.matrix
+
+    def dense(self):
+        return self.matrix.copy()
+
+    @property
+    def nbytes(self):
+        return self.matrix.nbytes
+
+
+class ZeroOperator(_Operator):
+    """The zero matrix (for ablations and the depth-constant test, THEORY.md §2.1)."""
+
+    family = "zero"
+
+    def _apply(self, X):
+        return np.zeros((X.shape[0], self.d))
+
+    _apply_t = _apply
+
+    def dense(self):
+        return np.zeros((self.d, self.d))
+
+    nbytes = 0
+
+
+class BlockSparseOperator(_Operator):
+    """A draw of D(b, q, d) stored as nonzero blocks per column (paper §4.3, Algorithms 1–2).
+
+    Attributes
+    ----------
+    col_ptr : ndarray of shape (d + 1,)
+        Blocks of column j are ``col_ptr[j]:col_ptr[j+1]`` (0-based j).
+    blk_row : ndarray of shape (n_blocks,)
+        Block index i (0-based) of each nonzero block: rows ``[i·b, (i+1)·b)``.
+    blk_sign : ndarray of shape (n_blocks, b), int8
+        Signs of the block entries; every entry equals ``sign · scale`` with scale = 1/√(dq).
+    """
+
+    family = "block-sparse"
+
+    def __init__(self, d_sketch, block_size, block_prob, key, name):
+        super().__init__(d_sketch, name)
+        self.b, self.q, self.key = int(block_size), float(block_prob), int(key)
+        d, b = self.d, self.b
+        counts = np.empty(d, dtype=np.int64)
+        K.bs_count(np.uint64(self.key), d, b, self.q, counts)
+        self.col_ptr = np.zeros(d + 1, dtype=np.int64)
+        np.cumsum(counts, out=self.col_ptr[1:])
+        n = int(self.col_ptr[-1])
+        self.blk_row = np.empty(n, dtype=np.int32)
+        self.blk_sign = np.empty((n, b), dtype=np.int8)
+        K.bs_fill(np.uint64(self.key), d, b, self.q, self.col_ptr, self.blk_row, self.blk_sign)
+        self.scale = 1.0 / math.sqrt(d * self.q)
+
+    @property
+    def n_blocks(self):
+        return int(self.col_ptr[-1])
+
+    def _apply(self, X):
+        out = np.zeros((X.shape[0], self.d))
+        K.bs_apply(X, out, self.col_ptr, self.blk_row, self.blk_sign, self.b, self.scale)
+        return out
+
+    def _apply_t(self, X):
+        out = np.empty((X.shape[0], self.d))
+        K.bs_apply_t(X, out, self.col_ptr, self.blk_row, self.blk_sign, self.b, self.scale)
+        return out
+
+    def dense(self):
+        out = np.zeros((self.d, self.d))
+        K.bs_dense(out, self.col_ptr, self.blk_row, self.blk_sign, self.b, self.scale)
+        return out
+
+    @property
+    def nbytes(self):
+        return self.col_ptr.nbytes + self.blk_row.nbytes + self.blk_sign.nbytes
+
+
+class HadamardOperator(_Operator):
+    """R = H D₁ H D₂ H D₃ P / d^{3/2}: fast structured orthonormal transform (THEORY.md §2.4).
+
+    ``P x = x[perm]``; D₁, D₂, D₃ are random ±1 diagonals. Engineering substitute for Haar, not a
+    distribution of the paper.
+    """
+
+    family = "hadamard"
+
+    def __init__(self, d_sketch, rng, name):
+        super().__init__(d_sketch, name)
+        d = self.d
+        self.perm = rng.permutation(d).astype(np.int64)
+        self.signs = rng.integers(0, 2, size=(3, d)).astype(np.float64) * 2.0 - 1.0
+        self.scale = float(d) ** -1.5
+
+    def _apply(self, X):
+        out = np.empty((X.shape[0], self.d))
+        K.hadamard_apply(X, out, self.perm, self.signs[0], self.signs[1], self.signs[2], self.scale)
+        return out
+
+    def _apply_t(self, X):
+        out = np.empty((X.shape[0], self.d))
+        tmp = np.empty_like(out)
+        K.hadamard_apply_t(X, out, tmp, self.perm, self.signs[0], self.signs[1], self.signs[2],
+                           self.scale)
+        return out
+
+    def dense(self):
+        return self._apply(np.eye(self.d)).T.copy()
+
+    @property
+    def nbytes(self):
+        return self.perm.nbytes + self.signs.nbytes
+
+
+def _sample_haar(d, rng):
+    Q, R = np.linalg.qr(rng.standard_normal((d, d)))
+    return Q * np.where(np.diag(R) < 0, -1.0, 1.0)
+
+
+def _sample_gaussian(d, rng):
+    return rng.standard_normal((d, d)) / math.sqrt(d)
+
+
+class MatrixBank:
+    """Every named random matrix of one sketching mechanism, derived from (seed, name).
+
+    Parameters
+    ----------
+    d_sketch : int
+        Sketch dimension d (paper §2.2).
+    family : {"haar", "gaussian", "block-sparse", "hadamard"}
+        Matrix distribution (see the module docstring).
+    seed : int
+        Bank seed. Matrix ``name`` is drawn from a stream keyed by SHA-256(seed, name), so adding a
+        module never changes the others and anyone holding the seed can rebuild every matrix.
+    block_size : int, optional
+        b of D(b, q, d) (paper §4.3): a multiple of 3, at least 3·max(⌈log2 N⌉, ⌈log2 d⌉+3), and a
+        divisor of d. Block-sparse only.
+    block_prob : float, optional
+        q of D(b, q, d): probability that a block is nonzero, in (0, 1]. Block-sparse only.
+    n_matrices : int, optional
+        N, the number of matrices the bank must tell apart, when known in advance; sketching a
+        graph re-checks b against the graph's own N (:attr:`Graph.n_matrices`).
+
+    Notes
+    -----
+    Names: ``module/<M>/<k>`` is R_{M,k} (k = 0, 1, 2), ``tuple/<i>`` is R_i (1-based position i),
+    the same names as the arrays ``matrix/...`` of ``sketchsim sketch --dump-matrices``.
+    Matrices are drawn lazily and cached.
+
+    Examples
+    --------
+    >>> bank = MatrixBank(64, "haar", seed=0)
+    >>> R = bank.dense("tuple/1")
+    >>> bool(np.allclose(R.T @ R, np.eye(64)))
+    True
+    """
+
+    def __init__(self, d_sketch, family, seed, block_size=None, block_prob=None, n_matrices=None):
+        self.d_sketch = check_int("d_sketch", d_sketch, minimum=1)
+        self.family = check_choice("family", family, FAMILIES)
+        self.seed = check_seed(seed)
+        d = self.d_sketch
+        if family == "block-sparse":
+            self.block_size, self.block_prob = check_block_params(d, block_size, block_prob, n_matrices)
+        else:
+            for pname, val in (("block_size", block_size), ("block_prob", block_prob)):
+                if val is not None:
+                    raise ValueError(f"{pname} applies only to family 'block-sparse'; got {pname}={val!r} "
+                                     f"with family {family!r}")
+            self.block_size = self.block_prob = None
+        if family == "hadamard" and d & (d - 1):
+            raise ValueError(f"d_sketch must be a power of two for family 'hadamard'; got {d}")
+        if family in DENSE_FAMILIES:
+            need = 8 * d * d
+            avail = available_memory_bytes()
+            if avail is not None and need > avail:
+                raise ValueError(
+                    f"d_sketch={d} is too large for the dense family {family!r}: one matrix needs "
+                    f"{need / 2**30:.1f} GiB and {avail / 2**30:.1f} GiB is available; use 'hadamard' "
+                    "or 'block-sparse'")
+        self._cache = {}
+        self._overrides = {}
+        self._default = None
+
+    # ------------------------------------------------------------------ construction of one matrix
+    def __getitem__(self, name):
+        return self.get(name)
+
+    def get(self, name):
+        """The operator of matrix ``name`` (drawn on first use, then cached)."""
+        op = self._cache.get(name)
+        if op is not None:
+            return op
+        parse_name(name)
+        if name in self._overrides:
+            op = self._overrides[name]
+        elif self._default is not None:
+            op = self._default(name)
+        else:
+            op = self._draw(name)
+        self._cache[name] = op
+        return op
+
+    def _draw(self, name):
+        d, fam = self.d_sketch, self.family
+        if fam == "block-sparse":
+            return BlockSparseOperator(d, self.block_size, self.block_prob, name_key(self.seed, name), name)
+        rng = name_generator(self.seed, name)
+        if fam == "hadamard":
+            return HadamardOperator(d, rng, name)
+        sampler = _sample_haar if fam == "haar" else _sample_gaussian
+        return DenseOperator(sampler(d, rng), name, family=fam)
+
+    def module(self, module, k):
+        """R_{M,k}."""
+        return self.get(module_name(module, k))
+
+    def tuple(self, i):
+        """R_i (1-based tuple position)."""
+        return self.get(tuple_name(i))
+
+    def dense(self, name):
+        """Dense ``(d, d)`` array of matrix ``name`` (for small d)."""
+        return self.get(name).dense()
+
+    def matrix_names(self, graph):
+        """Names of every matrix a graph's sketch uses, tuple positions first."""
+        names = [tuple_name(i) for i in range(1, max(2, graph.max_fan_in) + 1)]
+        names += [module_name(m, k) for m in graph.modules for k in range(3)]
+        return names
+
+    # ------------------------------------------------------------------ checks and variants
+    def check_graph(self, graph):
+        """Raise if the graph cannot be sketched with this bank (attribute length, N vs b)."""
+        longest = max(len(x) for x in graph.attributes)
+        if longest > self.d_sketch:
+            oid = graph.ids[int(np.argmax([len(x) for x in graph.attributes]))]
+            raise ValueError(f"attributes of object {oid!r} must not be longer than "
+                             f"d_sketch={self.d_sketch}; got length {longest}")
+        if self.family == "block-sparse":
+            check_block_params(self.d_sketch, self.block_size, self.block_prob, graph.n_matrices)
+            if self.block_prob * self.d_sketch / self.block_size < 4:
+                import warnings
+
+                warnings.warn(
+                    f"q·d/b = {self.block_prob * self.d_sketch / self.block_size:.2g} < 4: many columns "
+                    "of D(b, q, d) have no nonzero block (THEORY.md §3)", TheoremPreconditionWarning,
+                    stacklevel=3)
+
+    def replaced(self, overrides=None, default=None):
+        """A bank with some matrices replaced: for ablations and exactness tests.
+
+        Parameters
+        ----------
+        overrides : dict of name -> ndarray (d, d) or operator
+        default : {None, "zero"}
+            What every other matrix becomes: drawn as usual (None) or the zero matrix.
+        """
+        new = object.__new__(MatrixBank)
+        new.__dict__.update(self.__dict__)
+        new._cache = {}
+        new._overrides = dict(self._overrides)
+        for name, mat in (overrides or {}).items():
+            parse_name(name)
+            if isinstance(mat, _Operator):
+                op = mat
+            else:
+                mat = np.asarray(mat, dtype=np.float64)
+                if mat.shape != (self.d_sketch, self.d_sketch):
+                    raise ValueError(f"override {name!r} must have shape ({self.d_sketch}, {self.d_sketch}); "
+                                     f"got {mat.shape}")
+                op = DenseOperator(mat, name)
+            new._overrides[name] = op
+        check_choice("default", default, (None, "zero"))
+        if default == "zero":
+            new._default = lambda name: ZeroOperator(self.d_sketch, name)
+        else:
+            base = self
+            new._default = None if self._default is None else self._default
+            if new._default is None:
+                new._default = lambda name: base.get(name)
+        return new
+
+    def __repr__(self):
+        extra = f", block_size={self.block_size}, block_prob={self.block_prob}" if self.block_size else ""
+        return f"MatrixBank(d_sketch={self.d_sketch}, family={self.family!r}, seed={self.seed}{extra})"

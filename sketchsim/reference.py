@@ -1,0 +1,129 @@
+"""Slow, literal NumPy twins of every kernel: the test oracle and a readable specification.
+
+Nothing here is optimised; each function follows the paper's formula or algorithm line by line.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.linalg import hadamard as _hadamard_matrix
+
+from ._matrix_kernels import STREAM_BLOCK, STREAM_SIGMA_M, STREAM_SIGMA_S
+from ._rng import mix_np
+from .matrices import module_name, tuple_name
+
+
+# ----------------------------------------------------------------------------- sketches (§3.3)
+def sketch_objects(graph, matvec, d_sketch):
+    """Every object sketch and the overall sketch, computed object by object from the formulas.
+
+    Parameters
+    ----------
+    graph : Graph
+    matvec : callable (name, vector of shape (d,)) -> vector of shape (d,)
+        R_name @ v, e.g. ``lambda n, v: dense[n] @ v``.
+    d_sketch : int
+
+    Returns
+    -------
+    (dict of object id -> (d,) array, overall (d,) array)
+    """
+    d = d_sketch
+    memo = {}
+    e1 = np.zeros(d)
+    e1[0] = 1.0
+
+    def s_tuple(sketches, weights):
+        out = np.zeros(d)
+        for i, (s, w) in enumerate(zip(sketches, weights), start=1):
+            out = out + w * (s + matvec(tuple_name(i), s)) / 2
+        return out
+
+    def s_object(o):
+        if o in memo:
+            return memo[o]
+        m = graph.modules[graph.module_of[o]]
+        x = np.zeros(d)
+        x[:len(graph.attributes[o])] = graph.attributes[o]
+        s_attr = 0.5 * matvec(module_name(m, 1), x) + 0.5 * matvec(module_name(m, 2), e1)
+        children, weights = graph.inputs[o]
+        s_input = s_tuple([s_object(c) for c in children], weights)
+        t = s_tuple([s_attr, s_input], [0.5, 0.5])
+        memo[o] = (t + matvec(module_name(m, 0), t)) / 2
+        return memo[o]
+
+    children, weights = graph.output
+    overall = s_tuple([s_object(c) for c in children], weights)
+    return {graph.ids[o]: s_object(o) for o in range(len(graph.ids))}, overall
+
+
+def sketch_overall(graph, matvec, d_sketch):
+    """s_overall only (see :func:`sketch_objects`)."""
+    return sketch_objects(graph, matvec, d_sketch)[1]
+
+
+# ----------------------------------------------------------------------------- D(b, q, d) (§4.3)
+def _pm(u):
+    return np.where((np.asarray(u, dtype=np.uint64) & np.uint64(1)) == 1, 1, -1)
+
+
+def enc(j, b_m, b_s, d_sketch, block_size, block_prob):
+    """Algorithm 1, Enc(j, b_m, b_s) with 1-based column index j (THEORY.md §9 item 5)."""
+    nbits = 0 if d_sketch <= 1 else math.ceil(math.log2(d_sketch) - 1e-12)
+    bits = [(j - 1) >> (nbits - 1 - k) & 1 for k in range(nbits)]        # binary of j-1, MSB first
+    sigma = [1 if bit else -1 for bit in bits]                           # 0 -> -1, 1 -> +1
+    sigma = [1] + sigma                                                  # prepend +1
+    sigma = sigma + [b_m, b_s]                                           # append the parity bits
+    sigma = sigma + [1] * (block_size // 3 - len(sigma))                 # pad with +1
+    return np.array(sigma, dtype=np.float64) / math.sqrt(d_sketch * block_prob)
+
+
+def block_sparse_dense(d_sketch, block_size, block_prob, key):
+    """Algorithm 2, D(b, q, d), literally, from the same random bits as the Numba sampler.
+
+    Random bits: σ_m[t] from mix(key, 1, t, 0); σ_{s,j}[t] from mix(key, 2, j−1, t); block i of
+    column j uses u = mix(key, 3, j−1, i−1): f_m, f_s, f_c are bits 0, 1, 2 and η = [u>>11 < q·2^53].
+    """
+    d, b, q = d_sketch, block_size, block_prob
+    t = b // 3
+    scale = 1.0 / math.sqrt(d * q)
+    R = np.zeros((d, d))
+    sigma_m = _pm(mix_np(key, STREAM_SIGMA_M, np.arange(t), 0)) * scale          # step 4
+    for j in range(1, d + 1):                                                     # step 5
+        sigma_s = _pm(mix_np(key, STREAM_SIGMA_S, j - 1, np.arange(t))) * scale   # step 6
+        for i in range(1, d // b + 1):                                            # step 7
+            u = int(mix_np(key, STREAM_BLOCK, j - 1, i - 1))
+            f_m, f_s, f_c = (1 if (u >> k) & 1 else -1 for k in range(3))         # step 8
+            fp_m = f_m * np.sign(sigma_m[0])                                      # step 9
+            fp_s = f_s * np.sign(sigma_s[0])
+            sigma_c = enc(j, fp_m, fp_s, d, b, q)                                 # step 10
+            eta = (u >> 11) / 2.0 ** 53 < q                                       # step 11
+            if eta:                                                               # step 12-13
+                R[b * (i - 1):b * i, j - 1] = np.concatenate([f_s * sigma_s, f_c * sigma_c, f_m * sigma_m])
+    return R
+
+
+# ----------------------------------------------------------------------------- randomized Hadamard
+def hadamard_dense(perm, signs):
+    """R = H D1 H D2 H D3 P / d^{3/2} as a dense matrix, with (P x)_k = x[perm[k]]."""
+    d = len(perm)
+    H = _hadamard_matrix(d).astype(np.float64)
+    P = np.zeros((d, d))
+    P[np.arange(d), perm] = 1.0
+    D1, D2, D3 = (np.diag(s) for s in signs)
+    return H @ D1 @ H @ D2 @ H @ D3 @ P / d ** 1.5
+
+
+def fwht(x):
+    """Unnormalised Walsh–Hadamard transform H x (Sylvester ordering)."""
+    return _hadamard_matrix(len(x)).astype(np.float64) @ x
+
+
+# ----------------------------------------------------------------------------- tuple merge
+def merge_inputs(children_sketches, transformed, weights):
+    """Σ_i ½ w_i (s_i + R_i s_i) given the s_i and the R_i s_i (the merge kernel's contract)."""
+    out = np.zeros_like(children_sketches[0])
+    for s, rs, w in zip(children_sketches, transformed, weights):
+        out = out + 0.5 * w * (s + rs)
+    return out

@@ -1,0 +1,348 @@
+"""Recursive sketches (paper §3.3), single and batched.
+
+.. math::
+
+    s_{tuple}(s_1..s_k; w) = \\sum_i w_i \\tfrac{I+R_i}{2} s_i, \\quad
+    s_{attr}(θ) = \\tfrac12 R_{M,1} x_θ + \\tfrac12 R_{M,2} e_1,
+
+    s_{object}(θ) = \\tfrac{I+R_{M,0}}{2}\\, s_{tuple}(s_{attr}, s_{input}; \\tfrac12, \\tfrac12), \\quad
+    s_{input}(θ) = s_{tuple}(s_{object}(θ_1..θ_k); w_1..w_k), \\quad
+    s_{overall} = s_{input}(\\text{output}).
+
+The tuple matrices R_1, R_2 of the (attr, input) pair are the same R_1, R_2 as in every input list
+(the literal reading, THEORY.md §1). Evaluation is level by level (leaves first): every matrix is
+applied once per level to all the rows that need it (a GEMM for dense families, a Numba kernel
+otherwise), and a Numba kernel merges weighted child sketches into their parents' input sketches.
+The batched form runs B network inputs that share one graph structure through the same schedule,
+so each matrix product has B times more rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from numba import njit, prange
+
+from .graph import Graph, validate_attributes, validate_weights
+from .matrices import MatrixBank, module_name, tuple_name
+
+__all__ = ["sketch", "sketch_objects", "sketch_batch", "sketch_many", "warm_up"]
+
+
+@njit(cache=True, parallel=True)
+def _merge_inputs(out, S, Y, ptr, child, yrow, w, B):
+    """out[p·B+b] = Σ_{e ∈ p} ½ w[e, b] (S[child_e·B+b] + Y[yrow_e·B+b]): a tuple sketch's sum.
+
+    Each (parent, batch) row is owned by one iteration and edges are summed in a fixed order, so
+    the result does not depend on the thread count.
+    """
+    n_rows = out.shape[0]
+    d = out.shape[1]
+    for pb in prange(n_rows):
+        p = pb // B
+        b = pb - p * B
+        for t in range(d):
+            out[pb, t] = 0.0
+        for e in range(ptr[p], ptr[p + 1]):
+            c = 0.5 * w[e, b]
+            sr = child[e] * B + b
+            yr = yrow[e] * B + b
+            for t in range(d):
+                out[pb, t] += c * (S[sr, t] + Y[yr, t])
+
+
+@dataclass(frozen=True)
+class _EdgeGroup:
+    """Input lists of a set of parents, grouped for one merge: CSR by parent, products by position."""
+
+    ptr: np.ndarray        # (n_parents + 1,)
+    child: np.ndarray      # schedule row of each edge's child
+    yrow: np.ndarray       # row of R_pos s_child in the stacked products
+    wcol: np.ndarray       # column of each edge in the flat weight table
+    products: tuple        # ((position, children rows (unique), first Y row), ...)
+    n_y: int
+
+
+@dataclass(frozen=True)
+class _LevelPlan:
+    start: int             # schedule rows [start, stop)
+    stop: int
+    groups: tuple          # ((module index, start, stop) in schedule rows), ...
+    internal: np.ndarray   # local rows (0-based in the level) of objects with inputs
+    edges: _EdgeGroup | None
+
+
+class _Plan:
+    """Schedule of a graph: schedule order (levels, then modules), edges, weight offsets."""
+
+    def __init__(self, graph: Graph):
+        order = np.concatenate([lv.objects for lv in graph.levels])
+        self.order = order
+        row = np.empty(len(order), dtype=np.int64)
+        row[order] = np.arange(len(order))
+        self.row = row
+        offs = np.zeros(len(graph.ids) + 1, dtype=np.int64)
+        np.cumsum([len(c) for c, _ in graph.inputs], out=offs[1:])
+        self.edge_offset = offs       # flat weight column of object o's k-th input: offs[o] + k
+        levels, start = [], 0
+        for lv in graph.levels:
+            stop = start + len(lv.objects)
+            groups = tuple((m, start + a, start + z) for m, a, z in lv.module_groups)
+            parents = lv.objects[lv.internal]
+            edges = self._edges(graph, [graph.inputs[p][0] for p in parents],
+                                [offs[p] for p in parents]) if len(parents) else None
+            levels.append(_LevelPlan(start, stop, groups, lv.internal, edges))
+            start = stop
+        self.levels = levels
+        self.output_edges = self._edges(graph, [graph.output[0]], [offs[-1]])
+
+    def _edges(self, graph, child_lists, w_offsets):
+        ptr = np.zeros(len(child_lists) + 1, dtype=np.int64)
+        np.cumsum([len(c) for c in child_lists], out=ptr[1:])
+        child = self.row[np.concatenate(child_lists)]
+        pos = np.concatenate([np.arange(1, len(c) + 1) for c in child_lists])
+        wcol = np.concatenate([off + np.arange(len(c)) for c, off in zip(child_lists, w_offsets)])
+        yrow = np.empty(len(child), dtype=np.int64)
+        products, n_y = [], 0
+        for p in np.unique(pos):
+            sel = np.flatnonzero(pos == p)
+            uniq, inv = np.unique(child[sel], return_inverse=True)
+            yrow[sel] = n_y + inv
+            products.append((int(p), uniq, n_y))
+            n_y += len(uniq)
+        return _EdgeGroup(ptr, child, yrow, wcol, tuple(products), n_y)
+
+
+def _plan(graph):
+    plan = graph.__dict__.get("_sketch_plan")
+    if plan is None:
+        plan = graph.__dict__["_sketch_plan"] = _Plan(graph)
+    return plan
+
+
+def _e1_image(op):
+    """R_{M,2} e_1, cached on the operator."""
+    col = getattr(op, "_e1_image", None)
+    if col is None:
+        col = op.column(0)
+        op._e1_image = col
+    return col
+
+
+def _merge(bank, S, edges, W, B):
+    d = S.shape[1]
+    Y = np.empty((edges.n_y * B, d))
+    for pos, uniq, y0 in edges.products:
+        rows = (uniq[:, None] * B + np.arange(B)[None, :]).ravel()
+        Y[y0 * B:(y0 + len(uniq)) * B] = bank.get(tuple_name(pos)).apply(S[rows])
+    out = np.empty(((len(edges.ptr) - 1) * B, d))
+    w = np.ascontiguousarray(W[edges.wcol])
+    _merge_inputs(out, S, Y, edges.ptr, edges.child, edges.yrow, w, B)
+    return out
+
+
+def _run(graph, bank, X_rows, W, B):
+    """Core evaluation.
+
+    X_rows: per schedule row, attributes of shape (B, L); W: flat weight table (n_edges, B) whose
+    last rows are the output's weights. Returns (S of shape (n_obj·B, d) in schedule order,
+    overall of shape (B, d)).
+    """
+    plan = _plan(graph)
+    d = bank.d_sketch
+    n = len(graph.ids)
+    S = np.empty((n * B, d))
+    r1 = bank.get(tuple_name(1))
+    r2 = bank.get(tuple_name(2))
+    for lv in plan.levels:
+        T = np.empty(((lv.stop - lv.start) * B, d))
+        for m, a, z in lv.groups:
+            mod = graph.modules[m]
+            L = max(X_rows[r].shape[1] for r in range(a, z))
+            Xm = np.zeros((z - a, B, L))
+            for r in range(a, z):
+                Xm[r - a, :, :X_rows[r].shape[1]] = X_rows[r]
+            A = bank.get(module_name(mod, 1)).apply(Xm.reshape(-1, L))
+            A += _e1_image(bank.get(module_name(mod, 2)))
+            T[(a - lv.start) * B:(z - lv.start) * B] = A
+        T *= 0.5                                            # s_attr for every object of the level
+        T += r1.apply(T)                                    # (I + R_1) s_attr
+        if lv.edges is not None:
+            Sin = _merge(bank, S, lv.edges, W, B)           # s_input of the internal objects
+            Sin += r2.apply(Sin)                            # (I + R_2) s_input
+            rows = (lv.internal[:, None] * B + np.arange(B)[None, :]).ravel()
+            T[rows] += Sin
+        T *= 0.25                                           # s_tuple(s_attr, s_input; ½, ½)
+        for m, a, z in lv.groups:
+            Tm = T[(a - lv.start) * B:(z - lv.start) * B]
+            Tm += bank.get(module_name(graph.modules[m], 0)).apply(Tm)
+            Tm *= 0.5                                       # (I + R_{M,0})/2 · s_tuple
+            S[a * B:z * B] = Tm
+    overall = _merge(bank, S, plan.output_edges, W, B)
+    return S, overall
+
+
+def _check_inputs(graph, bank):
+    if not isinstance(graph, Graph):
+        raise ValueError(f"graph must be a sketchsim.Graph; got {type(graph).__name__}")
+    if not isinstance(bank, MatrixBank):
+        raise ValueError(f"bank must be a sketchsim.MatrixBank; got {type(bank).__name__}")
+    bank.check_graph(graph)
+
+
+def _graph_values(graph):
+    plan = _plan(graph)
+    X_rows = [graph.attributes[o][None, :] for o in plan.order]
+    W = np.concatenate([w for _, w in graph.inputs] + [graph.output[1]])[:, None]
+    return X_rows, W
+
+
+def sketch(graph, bank):
+    """The overall sketch s_overall = s_input(output pseudo-object) (paper §3.3).
+
+    Parameters
+    ----------
+    graph : Graph
+    bank : MatrixBank
+
+    Returns
+    -------
+    ndarray of shape (d_sketch,), float64
+    """
+    _check_inputs(graph, bank)
+    X_rows, W = _graph_values(graph)
+    return _run(graph, bank, X_rows, W, 1)[1][0]
+
+
+def sketch_objects(graph, bank):
+    """Every object sketch s_object(θ) (paper §3.3).
+
+    Returns
+    -------
+    dict of object id -> ndarray of shape (d_sketch,)
+    """
+    _check_inputs(graph, bank)
+    X_rows, W = _graph_values(graph)
+    S = _run(graph, bank, X_rows, W, 1)[0]
+    row = _plan(graph).row
+    return {oid: S[row[i]].copy() for i, oid in enumerate(graph.ids)}
+
+
+def _batch_size(attributes, weights, output_weights):
+    sizes = set()
+    for arr in list((attributes or {}).values()) + list((weights or {}).values()):
+        sizes.add(np.shape(arr)[0] if np.ndim(arr) == 2 else None)
+    if output_weights is not None:
+        sizes.add(np.shape(output_weights)[0] if np.ndim(output_weights) == 2 else None)
+    if None in sizes:
+        raise ValueError("batched attributes and weights must be 2-d arrays of shape (B, length)")
+    if not sizes:
+        raise ValueError("sketch_batch needs at least one batched array (attributes, weights or "
+                         "output_weights); got none")
+    if len(sizes) > 1:
+        raise ValueError(f"batched arrays must share one batch size B; got sizes {sorted(sizes)}")
+    return sizes.pop()
+
+
+def sketch_batch(graph, bank, attributes=None, weights=None, output_weights=None,
+                 normalize=False, return_objects=False):
+    """Sketch B network inputs that share one graph structure (a fixed tree or DAG) in one call.
+
+    Parameters
+    ----------
+    graph : Graph
+        The shared structure (ids, modules, input order). Its own attributes and weights fill in
+        whatever is not given.
+    bank : MatrixBank
+    attributes : dict of object id -> array of shape (B, L_θ), optional
+        Per-input attribute vectors x_θ (nonnegative, unit ℓ2 unless ``normalize``).
+    weights : dict of object id -> array of shape (B, k_θ), optional
+        Per-input importance weights of the object's input list (rows sum to ≤ 1).
+    output_weights : array of shape (B, k_out), optional
+        Per-input weights of the output's input list.
+    normalize : bool
+        Rescale attribute rows to unit ℓ2 instead of rejecting them.
+    return_objects : bool
+        Also return every object sketch.
+
+    Returns
+    -------
+    overall : ndarray of shape (B, d_sketch)
+    objects : dict of object id -> ndarray of shape (B, d_sketch), only if ``return_objects``
+    """
+    _check_inputs(graph, bank)
+    B = _batch_size(attributes, weights, output_weights)
+    d = bank.d_sketch
+    plan = _plan(graph)
+    for key, table in (("attributes", attributes), ("weights", weights)):
+        for oid in (table or {}):
+            if oid not in graph.index:
+                raise ValueError(f"{key} must be keyed by object ids of the graph; got unknown id {oid!r}")
+    X = []
+    for o in plan.order:
+        oid = graph.ids[o]
+        if attributes is not None and oid in attributes:
+            x = validate_attributes(f"object {oid!r}", attributes[oid], normalize, d)
+            if x.shape[0] != B or x.ndim != 2:
+                raise ValueError(f"attributes of object {oid!r} must have shape (B={B}, L); got {np.shape(attributes[oid])}")
+        else:
+            x = np.broadcast_to(graph.attributes[o], (B, len(graph.attributes[o])))
+        X.append(x)
+    cols = []
+    for o, oid in enumerate(graph.ids):
+        k = len(graph.inputs[o][0])
+        if weights is not None and oid in weights:
+            w = validate_weights(f"object {oid!r}", weights[oid])
+            if w.shape != (B, k):
+                raise ValueError(f"weights of object {oid!r} must have shape (B={B}, {k}); got {w.shape}")
+            cols.append(w.T)
+        else:
+            cols.append(np.broadcast_to(graph.inputs[o][1][:, None], (k, B)))
+    k_out = len(graph.output[0])
+    if output_weights is not None:
+        w = validate_weights("the output", output_weights)
+        if w.shape != (B, k_out):
+            raise ValueError(f"output_weights must have shape (B={B}, {k_out}); got {w.shape}")
+        cols.append(w.T)
+    else:
+        cols.append(np.broadcast_to(graph.output[1][:, None], (k_out, B)))
+    W = np.ascontiguousarray(np.concatenate(cols, axis=0))
+    S, overall = _run(graph, bank, X, W, B)
+    if not return_objects:
+        return overall
+    S = S.reshape(len(graph.ids), B, d)
+    return overall, {oid: S[plan.row[i]] for i, oid in enumerate(graph.ids)}
+
+
+def sketch_many(graphs, bank, return_objects=False):
+    """:func:`sketch_batch` for a list of graphs that share one structure (ids, modules, inputs)."""
+    graphs = list(graphs)
+    if not graphs:
+        raise ValueError("graphs must be a nonempty list of Graph; got an empty list")
+    g0 = graphs[0]
+    for k, g in enumerate(graphs[1:], start=1):
+        same = (g.ids == g0.ids and g.modules == g0.modules and np.array_equal(g.module_of, g0.module_of)
+                and all(np.array_equal(a[0], b[0]) for a, b in zip(g.inputs, g0.inputs))
+                and np.array_equal(g.output[0], g0.output[0]))
+        if not same:
+            raise ValueError(f"graphs must share one structure (ids, modules, input order); graph {k} differs "
+                             "from graph 0")
+    attributes = {oid: np.stack([g.attributes[i] for g in graphs]) for i, oid in enumerate(g0.ids)}
+    weights = {oid: np.stack([g.inputs[i][1] for g in graphs]) for i, oid in enumerate(g0.ids)}
+    out_w = np.stack([g.output[1] for g in graphs])
+    return sketch_batch(g0, bank, attributes, weights, out_w, return_objects=return_objects)
+
+
+def warm_up():
+    """Compile every Numba kernel of the engine on tiny inputs (call before timing anything)."""
+    from .graph import random_network
+
+    g = random_network(depth=2, fan_in=2, attr_dim=2, random_state=0)
+    for fam, kw in (("hadamard", {}), ("block-sparse", {"block_size": 48, "block_prob": 0.5}),
+                    ("gaussian", {})):
+        d = 64 if fam == "hadamard" else 96
+        bank = MatrixBank(d, fam, 0, **kw)
+        s = sketch(g, bank)
+        bank.get("tuple/1").apply_t(s)
+        bank.get("tuple/1").dense()
