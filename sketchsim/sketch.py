@@ -215,18 +215,20 @@ def sketch(graph, bank):
     return _run(graph, bank, X_rows, W, 1)[1][0]
 
 
-def sketch_objects(graph, bank):
+def sketch_objects(graph, bank, return_overall=False):
     """Every object sketch s_object(θ) (paper §3.3).
 
     Returns
     -------
-    dict of object id -> ndarray of shape (d_sketch,)
+    objects : dict of object id -> ndarray of shape (d_sketch,)
+    overall : ndarray of shape (d_sketch,), only if ``return_overall`` (computed in the same pass)
     """
     _check_inputs(graph, bank)
     X_rows, W = _graph_values(graph)
-    S = _run(graph, bank, X_rows, W, 1)[0]
+    S, overall = _run(graph, bank, X_rows, W, 1)
     row = _plan(graph).row
-    return {oid: S[row[i]].copy() for i, oid in enumerate(graph.ids)}
+    objects = {oid: S[row[i]].copy() for i, oid in enumerate(graph.ids)}
+    return (objects, overall[0]) if return_overall else objects
 
 
 def _batch_size(attributes, weights, output_weights):

@@ -1,0 +1,178 @@
+"""The sketch engine against the literal reference (paper §3.3) and its exact properties."""
+import numba
+import numpy as np
+import pytest
+
+import sketchsim as ss
+from sketchsim import reference as ref
+from sketchsim.matrices import module_name
+from sketchsim.theory import depth_constant
+
+from conftest import FAMILY_BANKS, dense_matvec, make_bank, unit
+
+# Random DAGs: depth 1–5 object levels, fan-in 1–6, with and without shared children.
+DAG_CASES = [
+    dict(depth=1, fan_in=(1, 1), share_prob=0.0),
+    dict(depth=1, fan_in=(6, 6), share_prob=0.0),
+    dict(depth=2, fan_in=(1, 6), share_prob=0.5),
+    dict(depth=3, fan_in=(1, 4), share_prob=0.4),
+    dict(depth=4, fan_in=(1, 3), share_prob=0.5),
+    dict(depth=5, fan_in=(1, 2), share_prob=0.3),
+]
+
+
+def _assert_close(actual, expected, what):
+    scale = max(np.abs(expected).max(), 1e-300)
+    np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-12 * scale, err_msg=what)
+
+
+@pytest.mark.parametrize("family", list(FAMILY_BANKS))
+@pytest.mark.parametrize("case", range(len(DAG_CASES)))
+def test_kernel_matches_reference_on_random_dags(family, case):
+    g = ss.random_network(**DAG_CASES[case], attr_dim=(1, 5), random_state=100 + case)
+    bank = make_bank(family, seed=case)
+    objects, overall = ss.sketch_objects(g, bank, return_overall=True)
+    ref_objects, ref_overall = ref.sketch_objects(g, dense_matvec(bank), bank.d_sketch)
+    _assert_close(overall, ref_overall, f"overall, {family}, case {case}")
+    _assert_close(ss.sketch(g, bank), ref_overall, f"sketch(), {family}, case {case}")
+    for oid in g.ids:
+        _assert_close(objects[oid], ref_objects[oid], f"object {oid}, {family}, case {case}")
+
+
+def test_shared_children_cases_really_share():
+    g = ss.random_network(**DAG_CASES[3], random_state=103)
+    parents_per_child = np.zeros(len(g), int)
+    for ch, _ in g.inputs:
+        np.add.at(parents_per_child, ch, 1)
+    assert parents_per_child.max() >= 2
+
+
+@pytest.mark.parametrize("family", list(FAMILY_BANKS))
+def test_batched_matches_single(family):
+    g = ss.random_network(depth=3, fan_in=(1, 4), share_prob=0.3, attr_dim=(2, 4), random_state=7)
+    bank = make_bank(family, seed=2)
+    attrs, weights, out_w = ss.fixed_tree_values(g, 5, random_state=3)
+    batch, objs = ss.sketch_batch(g, bank, attrs, weights, out_w, return_objects=True)
+    assert batch.shape == (5, bank.d_sketch)
+    for b in range(5):
+        gb = ss.Graph.from_dict(_with_values(g, attrs, weights, out_w, b))
+        single_objs, single = ss.sketch_objects(gb, bank, return_overall=True)
+        _assert_close(batch[b], single, f"batch row {b}")
+        for oid in g.ids:
+            _assert_close(objs[oid][b], single_objs[oid], f"batch row {b} object {oid}")
+
+
+def _with_values(g, attrs, weights, out_w, b):
+    d = g.to_dict()
+    for obj in d["objects"]:
+        obj["attributes"] = attrs[obj["id"]][b].tolist()
+        for k, inp in enumerate(obj["inputs"]):
+            inp["weight"] = float(weights[obj["id"]][b, k])
+    for k, inp in enumerate(d["output"]):
+        inp["weight"] = float(out_w[b, k])
+    return d
+
+
+def test_sketch_many_equals_sketch_batch():
+    g = ss.random_network(depth=2, fan_in=(2, 3), random_state=4)
+    bank = make_bank("gaussian", seed=1)
+    attrs, weights, out_w = ss.fixed_tree_values(g, 3, random_state=5)
+    graphs = [ss.Graph.from_dict(_with_values(g, attrs, weights, out_w, b)) for b in range(3)]
+    np.testing.assert_array_equal(ss.sketch_many(graphs, bank),
+                                  ss.sketch_batch(g, bank, attrs, weights, out_w))
+
+
+def test_sketch_many_rejects_different_structures():
+    g1 = ss.random_network(depth=2, fan_in=2, random_state=1)
+    g2 = ss.random_network(depth=2, fan_in=3, random_state=1)
+    with pytest.raises(ValueError, match="share one structure"):
+        ss.sketch_many([g1, g2], make_bank("gaussian"))
+
+
+def _chain(depth, module_x, x, weights, sibling=True):
+    """A chain output -> o2 -> … -> target at depth ``depth`` (each level with an extra sibling)."""
+    objs, prev = [], None
+    ids = [f"n{h}" for h in range(2, depth + 1)]
+    for h, oid in zip(range(2, depth + 1), ids):
+        last = h == depth
+        obj = {"id": oid, "module": module_x if last else f"m{h}",
+               "attributes": x if last else unit([1, 2, 3]), "inputs": []}
+        objs.append(obj)
+        if prev is not None:
+            prev["inputs"] = [{"id": oid, "weight": weights[h - 2]}]
+            if sibling:
+                objs.append({"id": f"s{h}", "module": f"sib{h}", "attributes": unit([2, 1]), "inputs": []})
+                prev["inputs"].append({"id": f"s{h}", "weight": 1 - weights[h - 2]})
+        prev = obj
+    output = [{"id": ids[0], "weight": weights[0]}]
+    if sibling:
+        objs.append({"id": "s-top", "module": "sibtop", "attributes": unit([1, 1]), "inputs": []})
+        output.append({"id": "s-top", "weight": 1 - weights[0]})
+    return ss.Graph(objs, output)
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_depth_constant_exact(depth):
+    """THEORY §2.1: with every matrix but R_{M,1} zero, R_{M,1}ᵀ s = c_h·w·x exactly."""
+    x = unit([3, 1, 0, 2, 5])
+    g = _chain(depth, "target", x, weights=[0.7, 0.4, 0.9, 0.6])
+    w = g.weight(f"n{depth}")
+    name = module_name("target", 1)
+    base = ss.MatrixBank(32, "haar", 9)
+    bank = base.replaced({name: base.dense(name)}, default="zero")
+    s = ss.sketch(g, bank)
+    recovered = bank.get(name).apply_t(s)
+    expected = np.zeros(32)
+    expected[:5] = depth_constant(depth) * w * np.array(x)
+    np.testing.assert_allclose(recovered, expected, rtol=1e-12, atol=1e-15)
+    # and the constant is the one from the paper's formula, not any other power of two
+    assert not np.allclose(recovered, 2 * expected)
+
+
+def test_depth_constant_sums_paths_in_a_dag():
+    """An object reached by two paths carries c_h·(Σ_paths Π w)."""
+    x = unit([1, 1, 1])
+    objs = [{"id": "a", "module": "A", "attributes": unit([1, 2]),
+             "inputs": [{"id": "t", "weight": 0.3}]},
+            {"id": "b", "module": "B", "attributes": unit([2, 1]),
+             "inputs": [{"id": "t", "weight": 0.5}]},
+            {"id": "t", "module": "T", "attributes": x}]
+    g = ss.Graph(objs, [{"id": "a", "weight": 0.6}, {"id": "b", "weight": 0.4}])
+    assert g.weight("t") == pytest.approx(0.6 * 0.3 + 0.4 * 0.5)
+    base = ss.MatrixBank(16, "haar", 1)
+    name = module_name("T", 1)
+    bank = base.replaced({name: base.dense(name)}, default="zero")
+    rec = bank.get(name).apply_t(ss.sketch(g, bank))[:3]
+    np.testing.assert_allclose(rec, depth_constant(3) * g.weight("t") * np.array(x), rtol=1e-12)
+
+
+def test_thread_count_does_not_change_sketches():
+    g = ss.random_network(depth=3, fan_in=(2, 4), share_prob=0.3, random_state=11)
+    attrs, weights, out_w = ss.fixed_tree_values(g, 4, random_state=1)
+    results = []
+    old = numba.get_num_threads()
+    try:
+        for n in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(n)
+            for fam in FAMILY_BANKS:
+                bank = make_bank(fam, seed=5)
+                results.append((n, fam, ss.sketch_batch(g, bank, attrs, weights, out_w),
+                                bank.dense("tuple/1")))
+    finally:
+        numba.set_num_threads(old)
+    half = len(results) // 2
+    for (n1, f1, s1, r1), (n2, f2, s2, r2) in zip(results[:half], results[half:]):
+        assert f1 == f2
+        np.testing.assert_array_equal(s1, s2, err_msg=f"{f1}: 1 vs {n2} threads")
+        np.testing.assert_array_equal(r1, r2, err_msg=f"{f1}: matrix, 1 vs {n2} threads")
+
+
+def test_leaf_only_graph_and_single_input():
+    g = ss.Graph([{"id": "a", "module": "A", "attributes": [1.0]}], [{"id": "a", "weight": 1.0}])
+    bank = make_bank("haar")
+    _assert_close(ss.sketch(g, bank), ref.sketch_overall(g, dense_matvec(bank), bank.d_sketch), "leaf")
+
+
+def test_zero_weights_give_zero_sketch():
+    g = ss.Graph([{"id": "a", "module": "A", "attributes": [1.0]}], [{"id": "a", "weight": 0.0}])
+    assert not ss.sketch(g, make_bank("gaussian")).any()
