@@ -1,0 +1,93 @@
+"""CLI contract: array names of `sketchsim sketch`, `sketchsim matrix`, and CLI ≡ API."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import sketchsim as ss
+from sketchsim.cli import main
+
+
+@pytest.fixture
+def graph_file(tmp_path):
+    g = ss.random_network(depth=3, fan_in=(1, 3), share_prob=0.3, attr_dim=(2, 4), random_state=12)
+    p = tmp_path / "graph.json"
+    g.to_json(p)
+    return p, g
+
+
+@pytest.mark.parametrize("family,flags", [
+    ("haar", ["--d-sketch", "32"]),
+    ("gaussian", ["--d-sketch", "32"]),
+    ("hadamard", ["--d-sketch", "64"]),
+    ("block-sparse", ["--d-sketch", "96", "--block-size", "48", "--block-prob", "0.5"]),
+])
+def test_sketch_command_writes_contract_arrays_identical_to_api(tmp_path, graph_file, family, flags):
+    path, g = graph_file
+    out = tmp_path / "s.npz"
+    assert main(["sketch", str(path), "--family", family, "--seed", "5", *flags, "--out", str(out),
+                 "--dump-matrices"]) == 0
+    z = np.load(out)
+    kw = {}
+    if family == "block-sparse":
+        kw = {"block_size": 48, "block_prob": 0.5}
+    bank = ss.MatrixBank(int(flags[1]), family, 5, **kw)
+    g2 = ss.Graph.from_json(path)
+    np.testing.assert_array_equal(z["overall"], ss.sketch(g2, bank))
+    objs = ss.sketch_objects(g2, bank)
+    assert sorted(k for k in z.files if k.startswith("object/")) == sorted(f"object/{o}" for o in g.ids)
+    for oid, s in objs.items():
+        np.testing.assert_array_equal(z[f"object/{oid}"], s)
+    expected = {f"matrix/tuple/{i}" for i in range(1, max(2, g.max_fan_in) + 1)}
+    expected |= {f"matrix/module/{m}/{k}" for m in g.modules for k in range(3)}
+    assert {k for k in z.files if k.startswith("matrix/")} == expected
+    for name in expected:
+        np.testing.assert_array_equal(z[name], bank.dense(name[len("matrix/"):]))
+
+
+def test_sketch_without_dump_has_no_matrices(tmp_path, graph_file):
+    path, _ = graph_file
+    out = tmp_path / "s.npz"
+    assert main(["sketch", str(path), "--family", "haar", "--seed", "1", "--d-sketch", "16", "--out", str(out)]) == 0
+    assert not [k for k in np.load(out).files if k.startswith("matrix/")]
+
+
+def test_matrix_command_equals_bank(tmp_path):
+    out = tmp_path / "R.npy"
+    assert main(["matrix", "--family", "block-sparse", "--d-sketch", "96", "--seed", "3", "--block-size", "48",
+                 "--block-prob", "0.25", "--out", str(out)]) == 0
+    bank = ss.MatrixBank(96, "block-sparse", 3, block_size=48, block_prob=0.25)
+    np.testing.assert_array_equal(np.load(out), bank.dense("tuple/1"))
+    out2 = tmp_path / "R2.npy"
+    assert main(["matrix", "--family", "hadamard", "--d-sketch", "32", "--seed", "3", "--name", "module/cat/2",
+                 "--out", str(out2)]) == 0
+    np.testing.assert_array_equal(np.load(out2), ss.MatrixBank(32, "hadamard", 3).dense("module/cat/2"))
+
+
+def test_graph_json_roundtrip(tmp_path, graph_file):
+    path, g = graph_file
+    g2 = ss.Graph.from_json(path)
+    assert g2.to_dict() == g.to_dict()
+    assert json.loads(path.read_text())["output"]
+
+
+def test_console_script_and_module_entry_point(tmp_path, graph_file):
+    path, _ = graph_file
+    out = tmp_path / "s.npz"
+    r = subprocess.run([sys.executable, "-m", "sketchsim", "sketch", str(path), "--family", "gaussian", "--seed", "0",
+                        "--d-sketch", "16", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out.exists()
+
+
+def test_demo_quick_runs_and_recovers_at_large_d(capsys):
+    from sketchsim.demo import run_demo
+
+    rows = run_demo(seed=0, quick=True, out=lambda *a: None)
+    assert [r["family"] for r in rows] == list(ss.FAMILIES)
+    had = rows[-1]
+    # at d = 2^14 the ℓ∞ error is a few noise units and the wall count rounds to 2
+    assert had["err_cat"] < 5 * had["noise_cat"]
+    assert round(had["walls"]) == 2
