@@ -84,11 +84,14 @@ def bs_fill(key, d, b, q, col_ptr, blk_row, blk_sign):
             p += 1
 
 
-@njit(cache=True, parallel=True)
-def bs_apply(X, out, col_ptr, blk_row, blk_sign, b, scale):
-    """out[k] = R @ X[k] (X rows may be shorter than d: implicit zero padding). out is zeroed."""
-    m, L = X.shape
-    for k in prange(m):
+@njit(cache=True, nogil=True)
+def bs_apply(r0_, r1_, X, out, col_ptr, blk_row, blk_sign, b, scale):
+    """out[k] = R @ X[k] for rows k in [r0_, r1_) (rows of X may be shorter than d: zero padding).
+
+    ``out`` is zeroed on entry.
+    """
+    L = X.shape[1]
+    for k in range(r0_, r1_):
         for j in range(L):
             xj = X[k, j]
             if xj == 0.0:
@@ -100,11 +103,11 @@ def bs_apply(X, out, col_ptr, blk_row, blk_sign, b, scale):
                     out[k, r0 + t] += v * blk_sign[p, t]
 
 
-@njit(cache=True, parallel=True)
-def bs_apply_t(X, out, col_ptr, blk_row, blk_sign, b, scale):
-    """out[k] = R^T @ X[k]."""
-    m, d = X.shape
-    for k in prange(m):
+@njit(cache=True, nogil=True)
+def bs_apply_t(r0_, r1_, X, out, col_ptr, blk_row, blk_sign, b, scale):
+    """out[k] = R^T @ X[k] for rows k in [r0_, r1_)."""
+    d = X.shape[1]
+    for k in range(r0_, r1_):
         for j in range(d):
             acc = 0.0
             for p in range(col_ptr[j], col_ptr[j + 1]):
@@ -125,9 +128,74 @@ def bs_dense(out, col_ptr, blk_row, blk_sign, b, scale):
                 out[r0 + t, j] = blk_sign[p, t] * scale
 
 
+_FWHT_CHUNK = 4096     # stages below this stride run chunk by chunk (32 KiB: in L1/L2)
+_FWHT_COLS = 8         # column strip of the outer stages, copied to a (d / chunk) × 8 buffer
+
+
 @njit(cache=True, nogil=True)
 def _fwht(x):
-    """In-place unnormalised fast Walsh–Hadamard transform of a power-of-two length vector."""
+    """In-place unnormalised fast Walsh–Hadamard transform (Sylvester order) of a length-2^k vector.
+
+    Cache-blocked: the stages of stride < 4096 run chunk by chunk, the outer stages strip by strip
+    over the (d/4096) × 4096 view, so the vector is streamed through memory twice, not log2(d) times.
+    """
+    d = x.shape[0]
+    if d <= _FWHT_CHUNK:
+        _fwht_small(x)
+        return
+    C = _FWHT_CHUNK
+    for i in range(0, d, C):
+        _fwht_small(x[i:i + C])
+    R = d // C
+    W = _FWHT_COLS
+    buf = np.empty(R * W)
+    for c0 in range(0, C, W):
+        # gather the strip into a contiguous buffer (row stride C would alias in the cache)
+        for r in range(R):
+            for c in range(W):
+                buf[r * W + c] = x[r * C + c0 + c]
+        h = 1
+        while h < R:
+            if 4 * h <= R:
+                for i in range(0, R, 4 * h):
+                    for j in range(i, i + h):
+                        o0 = j * W
+                        o1 = o0 + h * W
+                        o2 = o1 + h * W
+                        o3 = o2 + h * W
+                        for c in range(W):
+                            a = buf[o0 + c]
+                            bb = buf[o1 + c]
+                            cc = buf[o2 + c]
+                            e = buf[o3 + c]
+                            s0 = a + bb
+                            s1 = a - bb
+                            s2 = cc + e
+                            s3 = cc - e
+                            buf[o0 + c] = s0 + s2
+                            buf[o2 + c] = s0 - s2
+                            buf[o1 + c] = s1 + s3
+                            buf[o3 + c] = s1 - s3
+                h *= 4
+            else:
+                for i in range(0, R, 2 * h):
+                    for j in range(i, i + h):
+                        o0 = j * W
+                        o1 = o0 + h * W
+                        for c in range(W):
+                            a = buf[o0 + c]
+                            bb = buf[o1 + c]
+                            buf[o0 + c] = a + bb
+                            buf[o1 + c] = a - bb
+                h *= 2
+        for r in range(R):
+            for c in range(W):
+                x[r * C + c0 + c] = buf[r * W + c]
+
+
+@njit(cache=True, nogil=True)
+def _fwht_small(x):
+    """Plain in-place FWHT (radix-8 first stages, then radix-4 / radix-2)."""
     d = x.shape[0]
     # first three stages fused (radix-8) when possible
     if d >= 8:
@@ -187,19 +255,19 @@ def _fwht(x):
             h *= 2
 
 
-@njit(cache=True, parallel=True)
-def fwht_rows(X):
-    """In-place FWHT of every row of X (m, d)."""
-    for k in prange(X.shape[0]):
+@njit(cache=True, nogil=True)
+def fwht_rows(r0_, r1_, X):
+    """In-place FWHT of rows [r0_, r1_) of X (m, d)."""
+    for k in range(r0_, r1_):
         _fwht(X[k])
 
 
-@njit(cache=True, parallel=True)
-def hadamard_apply(X, out, perm, s1, s2, s3, scale):
-    """out[k] = H D1 H D2 H D3 P X[k] · scale (X rows may be shorter than d: zero padding)."""
-    m, L = X.shape
+@njit(cache=True, nogil=True)
+def hadamard_apply(r0_, r1_, X, out, perm, s1, s2, s3, scale):
+    """out[k] = H D1 H D2 H D3 P X[k] · scale for rows [r0_, r1_) (short rows are zero-padded)."""
+    L = X.shape[1]
     d = out.shape[1]
-    for k in prange(m):
+    for k in range(r0_, r1_):
         y = out[k]
         for i in range(d):
             src = perm[i]
@@ -215,11 +283,11 @@ def hadamard_apply(X, out, perm, s1, s2, s3, scale):
             y[i] *= scale
 
 
-@njit(cache=True, parallel=True)
-def hadamard_apply_t(X, out, tmp, perm, s1, s2, s3, scale):
-    """out[k] = P^T D3 H D2 H D1 H X[k] · scale  (the transpose of :func:`hadamard_apply`)."""
-    m, d = X.shape
-    for k in prange(m):
+@njit(cache=True, nogil=True)
+def hadamard_apply_t(r0_, r1_, X, out, tmp, perm, s1, s2, s3, scale):
+    """out[k] = P^T D3 H D2 H D1 H X[k] · scale for rows [r0_, r1_) (transpose of hadamard_apply)."""
+    d = X.shape[1]
+    for k in range(r0_, r1_):
         z = tmp[k]
         for i in range(d):
             z[i] = X[k, i]

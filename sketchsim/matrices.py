@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _matrix_kernels as K
 from ._io import available_memory_bytes
+from ._parallel import run_rows
 from ._rng import check_seed, name_generator, name_key
 from ._validation import TheoremPreconditionWarning, check_block_params, check_choice, check_int
 
@@ -176,12 +177,15 @@ class BlockSparseOperator(_Operator):
 
     def _apply(self, X):
         out = np.zeros((X.shape[0], self.d))
-        K.bs_apply(X, out, self.col_ptr, self.blk_row, self.blk_sign, self.b, self.scale)
+        work = X.shape[0] * self.n_blocks * self.b * X.shape[1] // self.d
+        run_rows(K.bs_apply, X.shape[0], work, X, out, self.col_ptr, self.blk_row, self.blk_sign, self.b,
+                 self.scale)
         return out
 
     def _apply_t(self, X):
         out = np.empty((X.shape[0], self.d))
-        K.bs_apply_t(X, out, self.col_ptr, self.blk_row, self.blk_sign, self.b, self.scale)
+        run_rows(K.bs_apply_t, X.shape[0], X.shape[0] * self.n_blocks * self.b, X, out, self.col_ptr,
+                 self.blk_row, self.blk_sign, self.b, self.scale)
         return out
 
     def dense(self):
@@ -212,14 +216,18 @@ class HadamardOperator(_Operator):
 
     def _apply(self, X):
         out = np.empty((X.shape[0], self.d))
-        K.hadamard_apply(X, out, self.perm, self.signs[0], self.signs[1], self.signs[2], self.scale)
+        run_rows(K.hadamard_apply, X.shape[0], self._work(X.shape[0]), X, out, self.perm, self.signs[0],
+                 self.signs[1], self.signs[2], self.scale)
         return out
+
+    def _work(self, m):
+        return 3 * m * self.d * max(1, self.d.bit_length())
 
     def _apply_t(self, X):
         out = np.empty((X.shape[0], self.d))
         tmp = np.empty_like(out)
-        K.hadamard_apply_t(X, out, tmp, self.perm, self.signs[0], self.signs[1], self.signs[2],
-                           self.scale)
+        run_rows(K.hadamard_apply_t, X.shape[0], self._work(X.shape[0]), X, out, tmp, self.perm,
+                 self.signs[0], self.signs[1], self.signs[2], self.scale)
         return out
 
     def dense(self):

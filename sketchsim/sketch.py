@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from ._parallel import run_rows
 
 from .graph import Graph, validate_attributes, validate_weights
 from .matrices import MatrixBank, module_name, tuple_name
@@ -30,16 +32,15 @@ from .matrices import MatrixBank, module_name, tuple_name
 __all__ = ["sketch", "sketch_objects", "sketch_batch", "sketch_many", "warm_up"]
 
 
-@njit(cache=True, parallel=True)
-def _merge_inputs(out, S, Y, ptr, child, yrow, w, B):
+@njit(cache=True, nogil=True)
+def _merge_inputs(r0_, r1_, out, S, Y, ptr, child, yrow, w, B):
     """out[p·B+b] = Σ_{e ∈ p} ½ w[e, b] (S[child_e·B+b] + Y[yrow_e·B+b]): a tuple sketch's sum.
 
     Each (parent, batch) row is owned by one iteration and edges are summed in a fixed order, so
     the result does not depend on the thread count.
     """
-    n_rows = out.shape[0]
     d = out.shape[1]
-    for pb in prange(n_rows):
+    for pb in range(r0_, r1_):
         p = pb // B
         b = pb - p * B
         for t in range(d):
@@ -72,6 +73,20 @@ class _LevelPlan:
     internal: np.ndarray   # local rows (0-based in the level) of objects with inputs
     edges: _EdgeGroup | None
 
+    def internal_groups(self, B):
+        """Per module: (module, rows of U (internal objects × B), rows of S), for batch size B."""
+        cache = self.__dict__.setdefault("_ig", {})
+        if B not in cache:
+            out = []
+            sched = self.start + self.internal
+            for m, a, z in self.groups:
+                k = np.flatnonzero((sched >= a) & (sched < z))
+                if len(k):
+                    bb = np.arange(B)[None, :]
+                    out.append((m, (k[:, None] * B + bb).ravel(), (sched[k][:, None] * B + bb).ravel()))
+            cache[B] = out
+        return cache[B]
+
 
 class _Plan:
     """Schedule of a graph: schedule order (levels, then modules), edges, weight offsets."""
@@ -95,6 +110,7 @@ class _Plan:
             levels.append(_LevelPlan(start, stop, groups, lv.internal, edges))
             start = stop
         self.levels = levels
+        self.own_values = None
         self.output_edges = self._edges(graph, [graph.output[0]], [offs[-1]])
 
     def _edges(self, graph, child_lists, w_offsets):
@@ -134,51 +150,85 @@ def _merge(bank, S, edges, W, B):
     d = S.shape[1]
     Y = np.empty((edges.n_y * B, d))
     for pos, uniq, y0 in edges.products:
-        rows = (uniq[:, None] * B + np.arange(B)[None, :]).ravel()
+        rows = uniq if B == 1 else (uniq[:, None] * B + np.arange(B)[None, :]).ravel()
         Y[y0 * B:(y0 + len(uniq)) * B] = bank.get(tuple_name(pos)).apply(S[rows])
     out = np.empty(((len(edges.ptr) - 1) * B, d))
     w = np.ascontiguousarray(W[edges.wcol])
-    _merge_inputs(out, S, Y, edges.ptr, edges.child, edges.yrow, w, B)
+    run_rows(_merge_inputs, out.shape[0], 2 * len(edges.child) * B * d, out, S, Y, edges.ptr, edges.child,
+             edges.yrow, w, B)
     return out
 
 
-def _run(graph, bank, X_rows, W, B):
-    """Core evaluation.
+ATTR_MAP_MAX_BYTES = 64 * 2**20
+"""Largest cached attribute map A_M (d × (L+1) float64) per module; above it, the direct path."""
 
-    X_rows: per schedule row, attributes of shape (B, L); W: flat weight table (n_edges, B) whose
-    last rows are the output's weights. Returns (S of shape (n_obj·B, d) in schedule order,
-    overall of shape (B, d)).
+
+def _attr_map(bank, module, L):
+    """Rows [A_Mᵀ; c_M] of the affine map x ↦ A_M x + c_M giving an object's attribute part.
+
+    A_M = ½(I+R_{M,0}) · ¼(I+R_1) · ½R_{M,1}[:, :L] and c_M = ½(I+R_{M,0}) · ¼(I+R_1) · ½R_{M,2}e_1:
+    the whole s_object of a leaf (s_input = 0), and the s_attr branch of any object. Built once per
+    (bank, module, L) from L+1 operator applications and cached on the bank.
+    """
+    key = ("attr-map", module, L)
+    V = bank._cache.get(key)
+    if V is None:
+        Y = np.zeros((L + 1, bank.d_sketch))
+        Y[:L] = bank.get(module_name(module, 1)).apply(np.eye(L))
+        Y[L] = _e1_image(bank.get(module_name(module, 2)))
+        Y *= 0.5                                            # s_attr = ½R_{M,1}x + ½R_{M,2}e_1
+        Y += bank.get(tuple_name(1)).apply(Y)
+        Y *= 0.25                                           # ½ · (I+R_1)/2 of the (attr, input) tuple
+        Y += bank.get(module_name(module, 0)).apply(Y)
+        Y *= 0.5                                            # (I+R_{M,0})/2
+        V = bank._cache[key] = Y
+    return V
+
+
+def _run(graph, bank, Xg, W, B):
+    """Core evaluation, level by level (leaves first).
+
+    Xg: per module group of each level (keyed by its first schedule row), the attributes stacked as
+    ((z−a)·B, L); W: flat weight table (n_edges, B) whose last rows are the output's weights.
+    Returns (S of shape (n_obj·B, d) in schedule order, overall of shape (B, d)).
+
+    s_object = [attribute part] + ½(I+R_{M,0}) · ¼(I+R_2) s_input, where the attribute part is
+    A_M x + c_M (:func:`_attr_map`) when the map is small enough to cache, and otherwise computed
+    directly as ½(I+R_{M,0}) · ¼(I+R_1) · (½R_{M,1}x + ½R_{M,2}e_1).
     """
     plan = _plan(graph)
     d = bank.d_sketch
-    n = len(graph.ids)
-    S = np.empty((n * B, d))
+    S = np.empty((len(graph.ids) * B, d))
     r1 = bank.get(tuple_name(1))
     r2 = bank.get(tuple_name(2))
     for lv in plan.levels:
-        T = np.empty(((lv.stop - lv.start) * B, d))
         for m, a, z in lv.groups:
             mod = graph.modules[m]
-            L = max(X_rows[r].shape[1] for r in range(a, z))
-            Xm = np.zeros((z - a, B, L))
-            for r in range(a, z):
-                Xm[r - a, :, :X_rows[r].shape[1]] = X_rows[r]
-            A = bank.get(module_name(mod, 1)).apply(Xm.reshape(-1, L))
-            A += _e1_image(bank.get(module_name(mod, 2)))
-            T[(a - lv.start) * B:(z - lv.start) * B] = A
-        T *= 0.5                                            # s_attr for every object of the level
-        T += r1.apply(T)                                    # (I + R_1) s_attr
-        if lv.edges is not None:
-            Sin = _merge(bank, S, lv.edges, W, B)           # s_input of the internal objects
-            Sin += r2.apply(Sin)                            # (I + R_2) s_input
-            rows = (lv.internal[:, None] * B + np.arange(B)[None, :]).ravel()
-            T[rows] += Sin
-        T *= 0.25                                           # s_tuple(s_attr, s_input; ½, ½)
-        for m, a, z in lv.groups:
-            Tm = T[(a - lv.start) * B:(z - lv.start) * B]
-            Tm += bank.get(module_name(graph.modules[m], 0)).apply(Tm)
-            Tm *= 0.5                                       # (I + R_{M,0})/2 · s_tuple
-            S[a * B:z * B] = Tm
+            X = Xg[a]
+            L = X.shape[1]
+            if 8 * d * (L + 1) <= ATTR_MAP_MAX_BYTES:
+                V = _attr_map(bank, mod, L)
+                np.matmul(X, V[:L], out=S[a * B:z * B])
+                S[a * B:z * B] += V[L]
+            else:
+                T = bank.get(module_name(mod, 1)).apply(X)
+                T += _e1_image(bank.get(module_name(mod, 2)))
+                T *= 0.5
+                T += r1.apply(T)
+                T *= 0.25
+                T += bank.get(module_name(mod, 0)).apply(T)
+                T *= 0.5
+                S[a * B:z * B] = T
+        if lv.edges is None:
+            continue
+        U = _merge(bank, S, lv.edges, W, B)                 # s_input of the internal objects
+        U += r2.apply(U)
+        U *= 0.25                                           # ½ · (I+R_2)/2 of the (attr, input) tuple
+        for m, idx, rows in lv.internal_groups(B):
+            Um = U[idx]
+            Um += bank.get(module_name(graph.modules[m], 0)).apply(Um)
+            Um *= 0.5                                       # (I+R_{M,0})/2
+            S[rows] += Um
     overall = _merge(bank, S, plan.output_edges, W, B)
     return S, overall
 
@@ -191,11 +241,27 @@ def _check_inputs(graph, bank):
     bank.check_graph(graph)
 
 
+def _stack_groups(plan, X_rows, B):
+    """Attributes per module group: {first row: ((z−a)·B, L) zero-padded to the group's longest}."""
+    Xg = {}
+    for lv in plan.levels:
+        for _, a, z in lv.groups:
+            L = max(X_rows[r].shape[1] for r in range(a, z))
+            X = np.zeros((z - a, B, L))
+            for r in range(a, z):
+                X[r - a, :, :X_rows[r].shape[1]] = X_rows[r]
+            Xg[a] = X.reshape(-1, L)
+    return Xg
+
+
 def _graph_values(graph):
+    """The graph's own attributes and weights in :func:`_run`'s layout (cached on the plan)."""
     plan = _plan(graph)
-    X_rows = [graph.attributes[o][None, :] for o in plan.order]
-    W = np.concatenate([w for _, w in graph.inputs] + [graph.output[1]])[:, None]
-    return X_rows, W
+    if plan.own_values is None:
+        X_rows = [graph.attributes[o][None, :] for o in plan.order]
+        W = np.concatenate([w for _, w in graph.inputs] + [graph.output[1]])[:, None]
+        plan.own_values = (_stack_groups(plan, X_rows, 1), W)
+    return plan.own_values
 
 
 def sketch(graph, bank):
@@ -211,8 +277,8 @@ def sketch(graph, bank):
     ndarray of shape (d_sketch,), float64
     """
     _check_inputs(graph, bank)
-    X_rows, W = _graph_values(graph)
-    return _run(graph, bank, X_rows, W, 1)[1][0]
+    Xg, W = _graph_values(graph)
+    return _run(graph, bank, Xg, W, 1)[1][0]
 
 
 def sketch_objects(graph, bank, return_overall=False):
@@ -224,8 +290,8 @@ def sketch_objects(graph, bank, return_overall=False):
     overall : ndarray of shape (d_sketch,), only if ``return_overall`` (computed in the same pass)
     """
     _check_inputs(graph, bank)
-    X_rows, W = _graph_values(graph)
-    S, overall = _run(graph, bank, X_rows, W, 1)
+    Xg, W = _graph_values(graph)
+    S, overall = _run(graph, bank, Xg, W, 1)
     row = _plan(graph).row
     objects = {oid: S[row[i]].copy() for i, oid in enumerate(graph.ids)}
     return (objects, overall[0]) if return_overall else objects
@@ -310,7 +376,7 @@ def sketch_batch(graph, bank, attributes=None, weights=None, output_weights=None
     else:
         cols.append(np.broadcast_to(graph.output[1][:, None], (k_out, B)))
     W = np.ascontiguousarray(np.concatenate(cols, axis=0))
-    S, overall = _run(graph, bank, X, W, B)
+    S, overall = _run(graph, bank, _stack_groups(plan, X, B), W, B)
     if not return_objects:
         return overall
     S = S.reshape(len(graph.ids), B, d)

@@ -119,7 +119,7 @@ def test_fwht_kernel_matches_reference():
     for d in (1, 2, 4, 8, 16, 32, 64, 512):
         X = np.random.default_rng(d).standard_normal((2, d))
         Y = X.copy()
-        fwht_rows(Y)
+        fwht_rows(0, Y.shape[0], Y)
         np.testing.assert_allclose(Y, np.stack([ref.fwht(x) for x in X]), rtol=1e-12, atol=1e-12)
 
 

@@ -26,9 +26,19 @@ def _assert_close(actual, expected, what):
     np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-12 * scale, err_msg=what)
 
 
+@pytest.fixture(params=["attr-map", "direct"])
+def attr_path(request, monkeypatch):
+    """Run a test through both evaluation paths of the attribute branch (cached map / direct)."""
+    import importlib
+
+    if request.param == "direct":
+        monkeypatch.setattr(importlib.import_module("sketchsim.sketch"), "ATTR_MAP_MAX_BYTES", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("family", list(FAMILY_BANKS))
 @pytest.mark.parametrize("case", range(len(DAG_CASES)))
-def test_kernel_matches_reference_on_random_dags(family, case):
+def test_kernel_matches_reference_on_random_dags(family, case, attr_path):
     g = ss.random_network(**DAG_CASES[case], attr_dim=(1, 5), random_state=100 + case)
     bank = make_bank(family, seed=case)
     objects, overall = ss.sketch_objects(g, bank, return_overall=True)
@@ -48,7 +58,7 @@ def test_shared_children_cases_really_share():
 
 
 @pytest.mark.parametrize("family", list(FAMILY_BANKS))
-def test_batched_matches_single(family):
+def test_batched_matches_single(family, attr_path):
     g = ss.random_network(depth=3, fan_in=(1, 4), share_prob=0.3, attr_dim=(2, 4), random_state=7)
     bank = make_bank(family, seed=2)
     attrs, weights, out_w = ss.fixed_tree_values(g, 5, random_state=3)
@@ -112,7 +122,7 @@ def _chain(depth, module_x, x, weights, sibling=True):
 
 
 @pytest.mark.parametrize("depth", [2, 3, 4])
-def test_depth_constant_exact(depth):
+def test_depth_constant_exact(depth, attr_path):
     """THEORY §2.1: with every matrix but R_{M,1} zero, R_{M,1}ᵀ s = c_h·w·x exactly."""
     x = unit([3, 1, 0, 2, 5])
     g = _chain(depth, "target", x, weights=[0.7, 0.4, 0.9, 0.6])
@@ -146,7 +156,10 @@ def test_depth_constant_sums_paths_in_a_dag():
     np.testing.assert_allclose(rec, depth_constant(3) * g.weight("t") * np.array(x), rtol=1e-12)
 
 
-def test_thread_count_does_not_change_sketches():
+def test_thread_count_does_not_change_sketches(monkeypatch):
+    import sketchsim._parallel
+
+    monkeypatch.setattr(sketchsim._parallel, "MIN_PARALLEL_WORK", 0)   # force the threaded path
     g = ss.random_network(depth=3, fan_in=(2, 4), share_prob=0.3, random_state=11)
     attrs, weights, out_w = ss.fixed_tree_values(g, 4, random_state=1)
     results = []
