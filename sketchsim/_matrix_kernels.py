@@ -129,7 +129,7 @@ def bs_dense(out, col_ptr, blk_row, blk_sign, b, scale):
 
 
 _FWHT_CHUNK = 4096     # stages below this stride run chunk by chunk (32 KiB: in L1/L2)
-_FWHT_COLS = 8         # column strip of the outer stages, copied to a (d / chunk) × 8 buffer
+_FWHT_COLS = 64        # column strip of the outer stages, copied to a (d / chunk) × 64 buffer
 
 
 @njit(cache=True, nogil=True)
@@ -156,38 +156,15 @@ def _fwht(x):
                 buf[r * W + c] = x[r * C + c0 + c]
         h = 1
         while h < R:
-            if 4 * h <= R:
-                for i in range(0, R, 4 * h):
-                    for j in range(i, i + h):
-                        o0 = j * W
-                        o1 = o0 + h * W
-                        o2 = o1 + h * W
-                        o3 = o2 + h * W
-                        for c in range(W):
-                            a = buf[o0 + c]
-                            bb = buf[o1 + c]
-                            cc = buf[o2 + c]
-                            e = buf[o3 + c]
-                            s0 = a + bb
-                            s1 = a - bb
-                            s2 = cc + e
-                            s3 = cc - e
-                            buf[o0 + c] = s0 + s2
-                            buf[o2 + c] = s0 - s2
-                            buf[o1 + c] = s1 + s3
-                            buf[o3 + c] = s1 - s3
-                h *= 4
-            else:
-                for i in range(0, R, 2 * h):
-                    for j in range(i, i + h):
-                        o0 = j * W
-                        o1 = o0 + h * W
-                        for c in range(W):
-                            a = buf[o0 + c]
-                            bb = buf[o1 + c]
-                            buf[o0 + c] = a + bb
-                            buf[o1 + c] = a - bb
-                h *= 2
+            for i in range(0, R, 2 * h):
+                a = buf[i * W:(i + h) * W]
+                b = buf[(i + h) * W:(i + 2 * h) * W]
+                for j in range(h * W):
+                    u = a[j]
+                    v = b[j]
+                    a[j] = u + v
+                    b[j] = u - v
+            h *= 2
         for r in range(R):
             for c in range(W):
                 x[r * C + c0 + c] = buf[r * W + c]
@@ -195,64 +172,59 @@ def _fwht(x):
 
 @njit(cache=True, nogil=True)
 def _fwht_small(x):
-    """Plain in-place FWHT (radix-8 first stages, then radix-4 / radix-2)."""
+    """Plain in-place FWHT: a radix-8 pass, then radix-2 stages over non-overlapping slices.
+
+    Working on the two half-slices ``a``, ``b`` of each butterfly group lets LLVM vectorise the
+    inner loop (measured 7× faster than index arithmetic on one array, at d = 4096).
+    """
     d = x.shape[0]
-    # first three stages fused (radix-8) when possible
-    if d >= 8:
-        for i in range(0, d, 8):
-            a0 = x[i] + x[i + 1]
-            a1 = x[i] - x[i + 1]
-            a2 = x[i + 2] + x[i + 3]
-            a3 = x[i + 2] - x[i + 3]
-            a4 = x[i + 4] + x[i + 5]
-            a5 = x[i + 4] - x[i + 5]
-            a6 = x[i + 6] + x[i + 7]
-            a7 = x[i + 6] - x[i + 7]
-            b0 = a0 + a2
-            b2 = a0 - a2
-            b1 = a1 + a3
-            b3 = a1 - a3
-            b4 = a4 + a6
-            b6 = a4 - a6
-            b5 = a5 + a7
-            b7 = a5 - a7
-            x[i] = b0 + b4
-            x[i + 4] = b0 - b4
-            x[i + 1] = b1 + b5
-            x[i + 5] = b1 - b5
-            x[i + 2] = b2 + b6
-            x[i + 6] = b2 - b6
-            x[i + 3] = b3 + b7
-            x[i + 7] = b3 - b7
-        h = 8
-    else:
+    if d < 8:
         h = 1
-    while h < d:
-        if 4 * h <= d:
-            # two stages at once (radix-4): one pass over memory instead of two
-            for i in range(0, d, 4 * h):
-                for j in range(i, i + h):
-                    a = x[j]
-                    bb = x[j + h]
-                    c = x[j + 2 * h]
-                    e = x[j + 3 * h]
-                    s0 = a + bb
-                    s1 = a - bb
-                    s2 = c + e
-                    s3 = c - e
-                    x[j] = s0 + s2
-                    x[j + 2 * h] = s0 - s2
-                    x[j + h] = s1 + s3
-                    x[j + 3 * h] = s1 - s3
-            h *= 4
-        else:
+        while h < d:
             for i in range(0, d, 2 * h):
                 for j in range(i, i + h):
-                    a = x[j]
-                    bb = x[j + h]
-                    x[j] = a + bb
-                    x[j + h] = a - bb
+                    u = x[j]
+                    v = x[j + h]
+                    x[j] = u + v
+                    x[j + h] = u - v
             h *= 2
+        return
+    for i in range(0, d, 8):
+        a0 = x[i] + x[i + 1]
+        a1 = x[i] - x[i + 1]
+        a2 = x[i + 2] + x[i + 3]
+        a3 = x[i + 2] - x[i + 3]
+        a4 = x[i + 4] + x[i + 5]
+        a5 = x[i + 4] - x[i + 5]
+        a6 = x[i + 6] + x[i + 7]
+        a7 = x[i + 6] - x[i + 7]
+        b0 = a0 + a2
+        b2 = a0 - a2
+        b1 = a1 + a3
+        b3 = a1 - a3
+        b4 = a4 + a6
+        b6 = a4 - a6
+        b5 = a5 + a7
+        b7 = a5 - a7
+        x[i] = b0 + b4
+        x[i + 4] = b0 - b4
+        x[i + 1] = b1 + b5
+        x[i + 5] = b1 - b5
+        x[i + 2] = b2 + b6
+        x[i + 6] = b2 - b6
+        x[i + 3] = b3 + b7
+        x[i + 7] = b3 - b7
+    h = 8
+    while h < d:
+        for i in range(0, d, 2 * h):
+            a = x[i:i + h]
+            b = x[i + h:i + 2 * h]
+            for j in range(h):
+                u = a[j]
+                v = b[j]
+                a[j] = u + v
+                b[j] = u - v
+        h *= 2
 
 
 @njit(cache=True, nogil=True)
