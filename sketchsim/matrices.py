@@ -95,6 +95,8 @@ class _Operator:
 
     def column(self, j):
         """Column j (0-based) of R, i.e. R e_{j+1}."""
+        if not 0 <= int(j) < self.d:
+            raise ValueError(f"column index j must lie in 0..{self.d - 1}; got {j}")
         e = np.zeros((1, j + 1))
         e[0, j] = 1.0
         return self._apply(e)[0]
@@ -393,6 +395,8 @@ class MatrixBank:
                 op = mat
             else:
                 mat = np.asarray(mat, dtype=np.float64)
+                if not np.all(np.isfinite(mat)):
+                    raise ValueError(f"override {name!r} must be finite; got a non-finite entry")
                 if mat.shape != (self.d_sketch, self.d_sketch):
                     raise ValueError(f"override {name!r} must have shape ({self.d_sketch}, {self.d_sketch}); "
                                      f"got {mat.shape}")

@@ -19,8 +19,6 @@ so each matrix product has B times more rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
-
 import numpy as np
 from numba import njit
 
