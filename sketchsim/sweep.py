@@ -1,0 +1,1337 @@
+"""Parameter sweeps: grid expansion, named seeds, per-run shards, resume, failures and executors.
+
+An **experiment** is a Python module (benchopt-style contract, ARCHITECTURE.md "Sweeps, results,
+figures") with
+
+``NAME`` : str
+    Name used for the results files (``[A-Za-z0-9][A-Za-z0-9_.-]*``).
+``PROFILES`` : dict
+    ``{"quick": grid, "full": grid, ...}``. A *grid* maps a parameter name (a Python identifier) to
+    a list of values; the runs are the cartesian product, the last key varying fastest. A scalar
+    value stands for a one-element list. The optional entry ``"reps"`` (int >= 1, default 1) is the
+    number of repetitions. A profile may also be a *list* of grids (the union of their products,
+    as in scikit-learn's ``ParameterGrid``), e.g. one grid per matrix family when only some
+    families take extra parameters. Values are None, bool, int, float or str.
+``run_one(params: dict, rng: np.random.Generator) -> dict``
+    One run: returns scalar metrics (keys are identifiers). Only this call is timed (``time_s``).
+``skip(params) -> (bool, reason)`` : optional
+    Runs for which it returns true are not run (counted as ``skipped`` with their reason).
+``theory(params) -> dict`` : optional
+    The predicted values; stored beside the metrics as ``t_<key>`` columns.
+``warm_up()`` : optional
+    Called once per process before its first timed run (absorbs Numba compilation).
+
+Experiments live in the top-level ``experiments/`` package of the repository (or of the current
+directory): ``load_experiment("thm1")`` and ``load_experiment("experiments.thm1")`` both import
+``experiments/thm1.py``; any other importable dotted module path works too.
+
+Randomness (ARCHITECTURE.md "Randomness and reproducibility")
+    A run's seed is the first 8 bytes of SHA-256 of the canonical JSON of
+    ``[base_seed, NAME, params, rep]`` (big-endian, top bit cleared so that it fits a signed
+    int64 column everywhere), and ``run_one`` receives ``np.random.default_rng(seed)``. The seed
+    therefore depends only on (base seed, experiment, parameters, repetition): adding, removing or
+    reordering grid points never changes an existing run, and results are bit-identical across
+    executors and worker counts as long as ``run_one`` itself is (Numba kernels must not depend on
+    the thread count).
+
+Files under ``results_dir`` (default ``results/``)::
+
+    results/<NAME>/shards/<run_id>.json   one finished run = one tidy row (written atomically)
+    results/<NAME>/failures.csv           runs whose last attempt raised (absent when none)
+    results/<NAME>/last_sweep.json        the arguments and counts of the latest sweep
+    results/<NAME>.csv                    merged rows of the latest sweep (see :func:`merge`)
+
+A row holds ``experiment, run_id, p_<param>…, rep, seed, m_<metric>…, t_<theory>…, warnings,
+time_s`` and provenance (``utc_time, executor, jobs, numba_threads, blas_threads, sketchsim_version,
+git_commit, git_dirty, numpy_version, numba_version, python_version, platform``).
+Warnings raised inside ``run_one``/``theory`` (e.g. ``TheoremPreconditionWarning`` when a sweep
+leaves a theorem's hypotheses on purpose) are recorded in the ``warnings`` column as distinct
+"Category: message" texts joined by " | ", instead of being printed.
+
+Persistence happens **in the parent process** as results arrive (workers only compute and return
+a small dict), so the same code path serves serial runs, local processes, a local Dask cluster and
+a remote Dask scheduler, and only one process ever writes ``failures.csv``. A shard is written to
+a temporary file and renamed (``os.replace``) the moment its result arrives: a sweep killed at any
+point loses at most the runs in flight, and re-running it skips every finished run (``force=True``
+redoes them). A run whose ``run_one`` (or ``theory``/``warm_up``) raises is recorded in
+``failures.csv`` with the error type, message and traceback, never becomes a shard, and is retried
+by the next invocation; when a retry succeeds its failure row is removed.
+
+Executors
+    ``serial``: in this process, with this process's Numba thread count.
+    ``processes``: ``ProcessPoolExecutor`` with the *spawn* start method (a forked child dies after
+    an OpenMP parallel region in the parent); each worker runs with ``NUMBA_NUM_THREADS=1``,
+    ``numba.set_num_threads(1)`` and BLAS pinned to one thread by threadpoolctl.
+    ``dask``: a ``distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True)``
+    started for the sweep, or an existing cluster given by ``scheduler="tcp://HOST:PORT"``. The
+    workers of a remote cluster must be able to import ``sketchsim`` and the experiment module
+    (same code installed, or the same path on a shared file system).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import itertools
+import json
+import math
+import numbers
+import os
+import platform as _platform
+import re
+import subprocess
+import sys
+import time
+import traceback as _traceback
+import types
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ._io import atomic_path
+
+__all__ = [
+    "EXECUTORS",
+    "SweepSummary",
+    "available_experiments",
+    "load_experiment",
+    "parse_grid_overrides",
+    "expand_grid",
+    "canonical_params",
+    "run_seed",
+    "run_id",
+    "plan_runs",
+    "Run",
+    "run_sweep",
+    "merge",
+    "read_results",
+    "provenance",
+]
+
+EXECUTORS = ("serial", "processes", "dask")
+"""Accepted values of ``executor``."""
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SEED_MASK = (1 << 63) - 1
+_DEFINES_RUN_ONE = re.compile(r"^(def\s+run_one\b|run_one\s*=)", re.MULTILINE)
+_SHARD_EXT = ".json"
+_PIN_ENV = {
+    "NUMBA_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "BLIS_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+}
+_PROVENANCE_COLS = (
+    "utc_time", "executor", "jobs", "numba_threads", "blas_threads", "sketchsim_version",
+    "git_commit", "git_dirty", "numpy_version", "numba_version", "python_version", "platform",
+)
+
+
+# =============================================================================== experiments
+def _experiment_roots():
+    """Directories that may hold an ``experiments/`` package: the cwd, then this repository."""
+    roots = []
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        root = root.resolve()
+        if root not in roots:
+            roots.append(root)
+    return roots
+
+
+def _ensure_experiments_importable():
+    """Make ``import experiments`` work when the package sits in the cwd or the repository root.
+
+    The root is *appended* to ``sys.path`` (installed packages keep precedence); spawned workers
+    inherit ``sys.path``.
+    """
+    if "experiments" in sys.modules:
+        return
+    try:
+        if importlib.util.find_spec("experiments") is not None:
+            return
+    except (ImportError, ValueError):
+        pass
+    for root in _experiment_roots():
+        if (root / "experiments").is_dir():
+            if str(root) not in sys.path:
+                sys.path.append(str(root))
+            importlib.invalidate_caches()
+            return
+
+
+def available_experiments():
+    """Bare names of the experiments in the ``experiments`` package: its public modules whose
+    source defines ``run_one`` (found without importing them)."""
+    import pkgutil
+
+    _ensure_experiments_importable()
+    dirs = []
+    pkg = sys.modules.get("experiments")
+    if pkg is None:
+        try:
+            spec = importlib.util.find_spec("experiments")
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.submodule_search_locations:
+            dirs = list(spec.submodule_search_locations)
+    else:
+        dirs = list(getattr(pkg, "__path__", []))
+    if not dirs:
+        dirs = [str(r / "experiments") for r in _experiment_roots() if (r / "experiments").is_dir()]
+    names = set()
+    for m in pkgutil.iter_modules(dirs):
+        if m.name.startswith("_"):
+            continue
+        base = Path(m.module_finder.path) / m.name
+        src = base / "__init__.py" if m.ispkg else base.with_suffix(".py")
+        try:
+            text = src.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if _DEFINES_RUN_ONE.search(text):  # skip helper modules and stand-alone scripts
+            names.add(m.name)
+    return sorted(names)
+
+
+def _import_candidate(name):
+    """Import ``name``; return None when that module (or a parent package) does not exist."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (name == missing or name.startswith(missing + ".")):
+            return None
+        raise  # the experiment exists but one of its own imports is missing: show that error
+
+
+def load_experiment(name_or_module):
+    """Return the experiment module named ``name_or_module`` after checking its contract.
+
+    Parameters
+    ----------
+    name_or_module : str or module
+        ``"thm1"`` or ``"experiments.thm1"`` (a module of the top-level ``experiments/`` package),
+        any importable dotted module path, or an already imported module.
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists the available experiments), or a module that breaks the
+        contract (the message names the attribute and the rule).
+    """
+    if isinstance(name_or_module, types.ModuleType):
+        mod = name_or_module
+    elif isinstance(name_or_module, str):
+        name = name_or_module.strip()
+        if not name or not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", name) or ".." in name:
+            raise ValueError(f"experiment must be a module name such as 'thm1' or "
+                             f"'experiments.thm1'; got {name_or_module!r}")
+        _ensure_experiments_importable()
+        candidates = [name] if name.startswith("experiments.") else [f"experiments.{name}", name]
+        mod = None
+        for cand in candidates:
+            mod = _import_candidate(cand)
+            if mod is not None:
+                break
+        if mod is None:
+            avail = available_experiments()
+            raise ValueError(
+                f"unknown experiment {name_or_module!r}: no module "
+                f"{' or '.join(repr(c) for c in candidates)}; available experiments: "
+                f"{', '.join(avail) if avail else '(none found in experiments/)'}")
+    else:
+        raise ValueError(f"experiment must be a module name or a module; got {name_or_module!r}")
+    _check_experiment(mod)
+    return mod
+
+
+def _check_experiment(mod):
+    label = f"experiment module {mod.__name__!r}"
+    missing = [a for a in ("NAME", "PROFILES", "run_one") if not hasattr(mod, a)]
+    if missing:
+        raise ValueError(f"{label} is not a sketchsim experiment: it must define NAME, PROFILES "
+                         f"and run_one(params, rng); missing {', '.join(missing)}")
+    name = mod.NAME
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"NAME of {label} must be a nonempty string of letters, digits, '_', '.' "
+                         f"or '-' (it names result files); got {name!r}")
+    if not callable(mod.run_one):
+        raise ValueError(f"run_one of {label} must be callable; got {mod.run_one!r}")
+    for opt in ("skip", "theory", "warm_up"):
+        if hasattr(mod, opt) and not callable(getattr(mod, opt)):
+            raise ValueError(f"{opt} of {label} must be callable when defined; "
+                             f"got {getattr(mod, opt)!r}")
+    profiles = mod.PROFILES
+    if not isinstance(profiles, dict) or not profiles:
+        raise ValueError(f"PROFILES of {label} must be a nonempty dict "
+                         f"{{profile name: grid}}; got {profiles!r}")
+    for pname, grid in profiles.items():
+        if not isinstance(pname, str) or not pname:
+            raise ValueError(f"PROFILES of {label}: profile names must be nonempty strings; "
+                             f"got {pname!r}")
+        _normalize_grid(grid, where=f"PROFILES[{pname!r}] of {label}")
+
+
+# ====================================================================================== grids
+def _norm_value(value, where):
+    """A parameter value as a JSON-stable Python scalar (numpy scalars are unwrapped)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise ValueError(f"{where} must be None, a bool, an int, a float or a str; "
+                     f"got {value!r} of type {type(value).__name__}")
+
+
+def _canon(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=True)
+
+
+def _normalize_one_grid(grid, where):
+    """-> (ordered dict key -> list of values, reps or None)."""
+    if not isinstance(grid, dict):
+        raise ValueError(f"{where} must be a dict {{parameter: list of values}}; got {grid!r}")
+    reps = None
+    out = {}
+    for key, values in grid.items():
+        if key == "reps":
+            if isinstance(values, bool) or not isinstance(values, numbers.Integral) or values < 1:
+                raise ValueError(f"{where}['reps'] must be an integer >= 1; got {values!r}")
+            reps = int(values)
+            continue
+        if not isinstance(key, str) or not _KEY_RE.match(key):
+            raise ValueError(f"{where}: parameter names must be Python identifiers; got {key!r}")
+        if isinstance(values, (list, tuple)):
+            vals = list(values)
+        elif isinstance(values, np.ndarray):
+            vals = values.tolist()
+        else:
+            vals = [values]  # a fixed parameter
+        if not vals:
+            raise ValueError(f"{where}[{key!r}] must be a nonempty list of values; got {values!r}")
+        vals = [_norm_value(v, f"{where}[{key!r}] value") for v in vals]
+        canon = [_canon(v) for v in vals]
+        if len(set(canon)) != len(canon):
+            dup = sorted({c for c in canon if canon.count(c) > 1})
+            raise ValueError(f"{where}[{key!r}] must not repeat a value; got {vals!r} "
+                             f"(repeated: {', '.join(dup)})")
+        out[key] = vals
+    return out, reps
+
+
+def _normalize_grid(grid, where="grid"):
+    """A profile (dict or list of dicts) -> list of (grid dict, reps or None)."""
+    if isinstance(grid, dict):
+        return [_normalize_one_grid(grid, where)]
+    if isinstance(grid, (list, tuple)) and grid:
+        return [_normalize_one_grid(g, f"{where}[{i}]") for i, g in enumerate(grid)]
+    raise ValueError(f"{where} must be a dict {{parameter: list of values}} or a nonempty list of "
+                     f"such dicts; got {grid!r}")
+
+
+_TRUE = {"true", "yes", "on"}
+_FALSE = {"false", "no", "off"}
+_NONE = {"none", "null"}
+
+
+def _parse_generic(text):
+    low = text.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    if low in _NONE:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _parse_value(text, existing):
+    """Parse one ``--grid`` value, guided by the types of the profile's values for that key."""
+    kinds = {type(v) for v in existing if v is not None}
+    if kinds == {str}:
+        return text
+    low = text.lower()
+    if kinds == {bool}:
+        if low in _TRUE or low == "1":
+            return True
+        if low in _FALSE or low == "0":
+            return False
+        return _parse_generic(text)
+    if kinds and kinds <= {int, float}:
+        if low in _NONE:
+            return None
+        if kinds == {float}:
+            try:
+                return float(text)
+            except ValueError:
+                return _parse_generic(text)
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            x = float(text)
+        except ValueError:
+            return _parse_generic(text)
+        if kinds == {int} and math.isfinite(x) and x.is_integer():
+            return int(x)  # "1e3" for an integer parameter
+        return x
+    return _parse_generic(text)
+
+
+def parse_grid_overrides(overrides, grid=None):
+    """Parse ``--grid key=v1,v2`` strings into ``{key: [values]}``.
+
+    Parameters
+    ----------
+    overrides : None, str, list of str, or dict
+        ``["d_sketch=256,1024", "family=haar"]``; a dict ``{key: value or list}`` is taken as is.
+    grid : dict or list of dicts, optional
+        The profile being overridden. Each key must be one of its parameters, and values are parsed
+        like the profile's values for that key (``"1"`` becomes ``1.0`` for a float parameter and
+        stays ``"1"`` for a string one); without type information ``true/false`` become bools,
+        ``none``/``null`` None, then int, float, else str.
+
+    Raises
+    ------
+    ValueError
+        Malformed item, repeated key, or a key that is not a parameter of ``grid`` (the message
+        lists the valid keys).
+    """
+    if overrides is None:
+        return {}
+    grids = _normalize_grid(grid, "grid") if grid is not None else None
+    existing = {}
+    if grids is not None:
+        for g, _ in grids:
+            for k, vals in g.items():
+                existing.setdefault(k, []).extend(vals)
+    valid = ", ".join(existing) if existing else "(none)"
+
+    def check_key(key):
+        if not isinstance(key, str) or not _KEY_RE.match(key):
+            raise ValueError(f"grid override keys must be parameter names; got {key!r}")
+        if key == "reps":
+            raise ValueError("grid override 'reps' is not a parameter: use reps=R (--reps R) for "
+                             "the number of repetitions")
+        if grids is not None and key not in existing:
+            raise ValueError(f"grid override names unknown parameter {key!r}; valid keys: {valid}")
+
+    out = {}
+    if isinstance(overrides, dict):
+        for key, values in overrides.items():
+            check_key(key)
+            vals = list(values) if isinstance(values, (list, tuple)) else [values]
+            out[key] = vals
+    else:
+        if isinstance(overrides, str):
+            overrides = [overrides]
+        if not isinstance(overrides, (list, tuple)):
+            raise ValueError(f"grid_overrides must be None, a list of 'key=v1,v2' strings or a "
+                             f"dict; got {overrides!r}")
+        for item in overrides:
+            if not isinstance(item, str) or "=" not in item:
+                raise ValueError(f"grid override must look like key=v1,v2; got {item!r}")
+            key, _, rhs = item.partition("=")
+            key = key.strip()
+            check_key(key)
+            if key in out:
+                raise ValueError(f"grid override key {key!r} is given twice; "
+                                 f"list all its values once: {key}=v1,v2")
+            parts = [p.strip() for p in rhs.split(",")]
+            if not rhs.strip() or any(p == "" for p in parts):
+                raise ValueError(f"grid override {item!r} needs nonempty comma-separated values "
+                                 f"after '=' (key=v1,v2)")
+            out[key] = [_parse_value(p, existing.get(key, [])) for p in parts]
+    for key, vals in out.items():
+        _normalize_one_grid({key: vals}, "grid override")  # types and duplicates
+        out[key] = [_norm_value(v, f"grid override {key!r} value") for v in vals]
+    return out
+
+
+def expand_grid(grid, overrides=None):
+    """Cartesian product of ``grid`` (a dict, or a list of dicts whose products are joined).
+
+    ``overrides`` (``--grid`` strings or a dict, see :func:`parse_grid_overrides`) replace the
+    value lists of existing keys. The ``reps`` entry is ignored here. Returns a list of parameter
+    dicts in grid order (last key fastest), without duplicates.
+    """
+    grids = _normalize_grid(grid, "grid")
+    over = parse_grid_overrides(overrides, grid)
+    out, seen = [], set()
+    for g, _ in grids:
+        g = {k: over.get(k, v) for k, v in g.items()}
+        keys = list(g)
+        for combo in itertools.product(*(g[k] for k in keys)):
+            params = dict(zip(keys, combo))
+            c = _canon(params)
+            if c not in seen:
+                seen.add(c)
+                out.append(params)
+    return out
+
+
+# ============================================================================ seeds and run ids
+def canonical_params(params):
+    """Canonical JSON of a parameter dict (sorted keys, no spaces, numpy scalars unwrapped)."""
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a dict; got {params!r}")
+    return _canon({str(k): _norm_value(v, f"params[{k!r}]") for k, v in params.items()})
+
+
+def _check_base_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a nonnegative integer; got {seed!r}")
+    return int(seed)
+
+
+def _check_rep(rep):
+    if isinstance(rep, bool) or not isinstance(rep, numbers.Integral) or rep < 0:
+        raise ValueError(f"rep must be a nonnegative integer; got {rep!r}")
+    return int(rep)
+
+
+def _sha256_of_list(*parts):
+    """SHA-256 of the canonical JSON list of ``parts`` (the last-but-one may be a params dict)."""
+    items = [canonical_params(p) if isinstance(p, dict) else _canon(p) for p in parts]
+    return hashlib.sha256(("[" + ",".join(items) + "]").encode("ascii")).digest()
+
+
+def run_seed(base_seed, experiment, params, rep):
+    """Seed of one run: the first 8 bytes of SHA-256 of the canonical JSON
+    ``[base_seed, experiment, params, rep]``, big-endian, top bit cleared (a nonnegative int64).
+
+    Example: ``run_seed(0, "e", {"d": 8}, 0)`` hashes the bytes ``[0,"e",{"d":8},0]``.
+    """
+    base_seed, rep = _check_base_seed(base_seed), _check_rep(rep)
+    digest = _sha256_of_list(base_seed, str(experiment), params, rep)
+    return int.from_bytes(digest[:8], "big") & _SEED_MASK
+
+
+def run_id(experiment, params, rep, base_seed):
+    """Short id (16 hex digits of SHA-256) of (experiment, canonical params, rep, base seed)."""
+    base_seed, rep = _check_base_seed(base_seed), _check_rep(rep)
+    return _sha256_of_list("run_id", str(experiment), params, rep, base_seed).hex()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One planned run: its id, parameters, repetition index and seed."""
+
+    run_id: str
+    params: dict
+    rep: int
+    seed: int
+
+
+def _profile_grid(mod, profile):
+    profiles = mod.PROFILES
+    if not isinstance(profile, str) or profile not in profiles:
+        raise ValueError(f"profile must be one of {', '.join(map(repr, profiles))} "
+                         f"(PROFILES of experiment {mod.NAME!r}); got {profile!r}")
+    return profiles[profile]
+
+
+def plan_runs(experiment, profile="quick", grid_overrides=None, reps=None, seed=0):
+    """Every run of a sweep as :class:`Run` (run_id, params, rep, seed), in grid order, then rep.
+
+    Runs refused by the experiment's ``skip`` are included (filtering happens in
+    :func:`run_sweep`). ``reps`` overrides the profile's ``reps`` entry.
+    """
+    mod = load_experiment(experiment)
+    grid = _profile_grid(mod, profile)
+    base = _check_base_seed(seed)
+    if reps is not None and (isinstance(reps, bool) or not isinstance(reps, numbers.Integral)
+                             or reps < 1):
+        raise ValueError(f"reps must be None or an integer >= 1; got {reps!r}")
+    over = parse_grid_overrides(grid_overrides, grid)
+    runs, seen = [], set()
+    for g, g_reps in _normalize_grid(grid, f"PROFILES[{profile!r}]"):
+        n_reps = int(reps) if reps is not None else (g_reps or 1)
+        sub = {k: over.get(k, v) for k, v in g.items()}
+        for params in expand_grid(sub):
+            for rep in range(n_reps):
+                rid = run_id(mod.NAME, params, rep, base)
+                if rid not in seen:
+                    seen.add(rid)
+                    runs.append(Run(rid, params, rep, run_seed(base, mod.NAME, params, rep)))
+    return runs
+
+
+# ================================================================================== provenance
+_PROCESS_INFO = {}
+_WARMED = set()
+_PINNED = {"done": False, "limits": None}
+
+
+def _git_info(path):
+    """(commit, dirty) of the git repository holding ``path``; ("", "") when unavailable.
+
+    Read-only: ``GIT_OPTIONAL_LOCKS=0`` keeps ``git status`` from refreshing the index.
+    """
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")
+    cwd = str(path if os.path.isdir(path) else os.path.dirname(path))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, env=env, timeout=10,
+                                capture_output=True, text=True)
+        if commit.returncode != 0:
+            return "", ""
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=cwd, env=env, timeout=30, capture_output=True, text=True)
+        dirty = "" if status.returncode != 0 else bool(status.stdout.strip())
+        return commit.stdout.strip(), dirty
+    except (OSError, subprocess.SubprocessError):
+        return "", ""
+
+
+def _process_info():
+    """Versions and thread counts of this process (thread counts refreshed per call)."""
+    if not _PROCESS_INFO:
+        import numba
+
+        from . import __version__
+
+        _PROCESS_INFO.update(
+            sketchsim_version=__version__, numpy_version=np.__version__,
+            numba_version=numba.__version__, python_version=_platform.python_version(),
+            platform=_platform.platform())
+    info = dict(_PROCESS_INFO)
+    import numba
+
+    info["numba_threads"] = int(numba.get_num_threads())
+    if "blas_threads" not in _PROCESS_INFO:
+        try:
+            from threadpoolctl import threadpool_info
+
+            blas = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+            _PROCESS_INFO["blas_threads"] = max(blas) if blas else ""
+        except Exception:  # pragma: no cover - threadpoolctl is a dependency
+            _PROCESS_INFO["blas_threads"] = ""
+    info["blas_threads"] = _PROCESS_INFO["blas_threads"]
+    return info
+
+
+def provenance(path=None):
+    """Versions, thread counts, platform and git commit (of the repository holding ``path``,
+    default this package) — the provenance columns of every row, for ``sketchsim info``."""
+    commit, dirty = _git_info(path or Path(__file__).resolve().parent)
+    info = _process_info()
+    info.update(git_commit=commit, git_dirty=dirty)
+    return info
+
+
+def _utc_now():
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ===================================================================================== workers
+def _pin_threads():
+    """One Numba thread (for the calling thread: the setting is thread-local) and one BLAS
+    thread (process-wide, applied once per process)."""
+    import numba
+
+    if not _PINNED["done"]:
+        from threadpoolctl import threadpool_limits
+
+        _PINNED["limits"] = threadpool_limits(limits=1)
+        _PINNED["done"] = True
+        _PROCESS_INFO.pop("blas_threads", None)
+    numba.set_num_threads(1)
+
+
+def _init_worker():
+    """Initializer of the ``processes`` executor's (spawned) workers."""
+    for key, val in _PIN_ENV.items():
+        os.environ[key] = val
+    # Numba re-reads NUMBA_* variables at each compilation and refuses a changed thread count
+    # once its pool is up, so make the new value effective now, before any parallel region.
+    from numba.core import config
+    from numba.np.ufunc import parallel
+
+    if not getattr(parallel, "_is_initialized", True):
+        config.reload_config()
+    _pin_threads()
+
+
+def _resolve_module(name, file):
+    mod = sys.modules.get(name)
+    if mod is not None and (file is None or os.path.abspath(getattr(mod, "__file__", "") or "")
+                            == os.path.abspath(file)):
+        return mod
+    if name != "__main__":
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            if not file:
+                raise
+    if not file or not os.path.exists(file):
+        raise ModuleNotFoundError(
+            f"experiment module {name!r} cannot be imported in this worker"
+            f"{'' if not file else f' and {file} does not exist here'}; install the project on "
+            "every worker (or share its directory at the same path)")
+    alias = name if name != "__main__" else "_sketchsim_experiment_" + Path(file).stem
+    spec = importlib.util.spec_from_file_location(alias, file)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(alias, None)
+        raise
+    return mod
+
+
+def _module_ref(mod):
+    file = getattr(mod, "__file__", None)
+    return mod.__name__, (os.path.abspath(file) if file else None)
+
+
+def _scalars(obj, what):
+    if not isinstance(obj, dict):
+        raise TypeError(f"{what} must return a dict of scalars; got {type(obj).__name__}")
+    out = {}
+    for k, v in obj.items():
+        if not isinstance(k, str) or not _KEY_RE.match(k):
+            raise TypeError(f"{what} returned key {k!r}; keys must be Python identifiers")
+        if isinstance(v, np.ndarray) and v.ndim == 0:
+            v = v.item()
+        if isinstance(v, np.generic):
+            v = v.item()
+        if not (v is None or isinstance(v, (bool, int, float, str))):
+            raise TypeError(f"{what} returned {k}={v!r} of type {type(v).__name__}; values must be "
+                            "None, bool, int, float or str")
+        out[k] = v
+    return out
+
+
+def _execute(task):
+    """Run one task in the current process; never raises for an ordinary exception.
+
+    ``task`` = {module, file, run_id, params, rep, seed, pin}. Returns {run_id, status: "ok",
+    metrics, theory, time_s, info, utc_time} or {run_id, status: "failed", error_type,
+    error_message, traceback}.
+    """
+    try:
+        if task.get("pin"):
+            _pin_threads()
+        mod = _resolve_module(task["module"], task["file"])
+        key = (mod.__name__, getattr(mod, "__file__", None))
+        if key not in _WARMED and callable(getattr(mod, "warm_up", None)):
+            mod.warm_up()
+        _WARMED.add(key)
+        rng = np.random.default_rng(task["seed"])
+        params = dict(task["params"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            t0 = time.perf_counter()
+            metrics = mod.run_one(params, rng)
+            elapsed = time.perf_counter() - t0
+            metrics = _scalars(metrics, "run_one")
+            theory = {}
+            if callable(getattr(mod, "theory", None)):
+                theory = _scalars(mod.theory(dict(task["params"])), "theory")
+        return {"run_id": task["run_id"], "status": "ok", "metrics": metrics, "theory": theory,
+                "warnings": _warning_text(caught), "time_s": elapsed, "info": _process_info(),
+                "utc_time": _utc_now()}
+    except Exception as exc:
+        return _failure_result(task["run_id"], exc)
+
+
+def _warning_text(caught, limit=1000):
+    """Distinct warnings as "Category: message" joined by " | " (for the ``warnings`` column)."""
+    seen = []
+    for w in caught:
+        text = f"{w.category.__name__}: {w.message}"
+        if text not in seen:
+            seen.append(text)
+    out = " | ".join(seen)
+    return out if len(out) <= limit else out[:limit - 3] + "..."
+
+
+def _failure_result(rid, exc, tb=None):
+    if tb is None:
+        tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"run_id": rid, "status": "failed", "error_type": type(exc).__name__,
+            "error_message": str(exc), "traceback": tb[-4000:], "utc_time": _utc_now()}
+
+
+# ================================================================================== persistence
+def _write_json_atomic(path, obj):
+    with atomic_path(path, suffix=".part") as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, allow_nan=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+class _FailureLog:
+    """``failures.csv``: one row per run whose latest attempt failed; rewritten atomically on
+    every change (only the parent process writes it); removed when empty."""
+
+    def __init__(self, path):
+        import csv
+
+        self.path = Path(path)
+        self.rows = {}
+        self.dirty = False
+        if self.path.exists():
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    if row.get("run_id"):
+                        self.rows[row["run_id"]] = row
+
+    def resolve(self, rid):
+        if self.rows.pop(rid, None) is not None:
+            self.dirty = True
+
+    def record(self, rid, row):
+        prev = self.rows.get(rid)
+        try:
+            attempts = int(prev["attempts"]) + 1 if prev else 1
+        except (KeyError, TypeError, ValueError):
+            attempts = 1
+        self.rows[rid] = {**row, "attempts": attempts}
+        self.dirty = True
+
+    def flush(self):
+        import csv
+
+        if not self.dirty:
+            return
+        self.dirty = False
+        if not self.rows:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+            return
+        cols = []
+        for row in self.rows.values():
+            for c in row:
+                if c not in cols:
+                    cols.append(c)
+        with atomic_path(self.path, suffix=".part") as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
+                w.writeheader()
+                for rid in sorted(self.rows):
+                    w.writerow({c: _csv_text(self.rows[rid].get(c)) for c in cols})
+                fh.flush()
+                os.fsync(fh.fileno())
+
+
+def _csv_text(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _type_rank(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return (0, 0)
+    if isinstance(v, bool):
+        return (1, int(v))
+    if isinstance(v, (int, float)):
+        return (2, v)
+    return (3, str(v))
+
+
+def _column_order(rows):
+    seen = {}
+    for row in rows:
+        for c in row:
+            seen.setdefault(c, None)
+    cols = list(seen)
+    head = [c for c in ("experiment", "run_id") if c in seen]
+    pcols = [c for c in cols if c.startswith("p_")]
+    mid = [c for c in ("rep", "seed") if c in seen]
+    mcols = [c for c in cols if c.startswith("m_")]
+    tcols = [c for c in cols if c.startswith("t_")]
+    tail = [c for c in ("warnings", "time_s") + _PROVENANCE_COLS if c in seen]
+    rest = [c for c in cols if c not in set(head + pcols + mid + mcols + tcols + tail)]
+    return head + pcols + mid + mcols + tcols + tail + rest, pcols
+
+
+def _results_name(experiment, results_dir):
+    if isinstance(experiment, types.ModuleType):
+        return load_experiment(experiment).NAME
+    if isinstance(experiment, str):
+        if _NAME_RE.match(experiment) and (Path(results_dir) / experiment / "shards").is_dir():
+            return experiment
+        return load_experiment(experiment).NAME
+    raise ValueError(f"experiment must be a name or a module; got {experiment!r}")
+
+
+def merge(experiment, results_dir="results", run_ids=None):
+    """Merge shards into ``<results_dir>/<NAME>.csv`` and return them as a DataFrame.
+
+    Parameters
+    ----------
+    experiment : str or module
+        Experiment (module, module name, or the ``NAME`` of a results folder).
+    results_dir : path
+    run_ids : iterable of str, optional
+        Only these runs (missing shards are ignored); default every shard in the folder, whatever
+        sweep wrote it. :func:`run_sweep` passes its own runs, so ``<NAME>.csv`` then holds exactly
+        the latest sweep.
+
+    Rows are sorted by parameters (in column order), then ``rep``, ``seed`` and ``run_id``, so the
+    output is identical whatever the order in which runs finished. Floats are read back exactly by
+    ``pandas.read_csv`` (see :func:`read_results`). Nothing is written when there are no rows.
+    """
+    import pandas as pd
+
+    results_dir = Path(_check_dir(results_dir))
+    name = _results_name(experiment, results_dir)
+    shards = results_dir / name / "shards"
+    if run_ids is None:
+        files = sorted(shards.glob("*" + _SHARD_EXT)) if shards.is_dir() else []
+    else:
+        files = [shards / f"{rid}{_SHARD_EXT}" for rid in sorted(set(run_ids))]
+        files = [f for f in files if f.exists()]
+    rows = []
+    for f in files:
+        if f.name.startswith("."):
+            continue
+        try:
+            with open(f, encoding="utf-8") as fh:
+                rows.append(json.load(fh))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read shard {f}: {exc}; delete it to recompute that run") \
+                from exc
+    rows.sort(key=lambda r: str(r.get("run_id", "")))
+    cols, pcols = _column_order(rows)
+    rows.sort(key=lambda r: (tuple(_type_rank(r.get(c)) for c in pcols),
+                             _type_rank(r.get("rep")), _type_rank(r.get("seed")),
+                             str(r.get("run_id", ""))))
+    df = pd.DataFrame.from_records(rows, columns=cols)
+    if rows:
+        with atomic_path(results_dir / f"{name}.csv", suffix=".part") as tmp:
+            df.to_csv(tmp, index=False, lineterminator="\n")
+    return df
+
+
+def read_results(experiment, results_dir="results"):
+    """The merged table ``<results_dir>/<NAME>.csv`` as a DataFrame (floats read exactly)."""
+    import pandas as pd
+
+    results_dir = Path(_check_dir(results_dir))
+    name = _results_name(experiment, results_dir)
+    return pd.read_csv(results_dir / f"{name}.csv")
+
+
+# ======================================================================================= sweep
+@dataclasses.dataclass
+class SweepSummary:
+    """What :func:`run_sweep` did. ``done`` runs were computed now, ``cached`` were already
+    finished (shard present), ``skipped`` were refused by the experiment's ``skip`` and ``failed``
+    raised (recorded in ``failures_path``, retried next time)."""
+
+    experiment: str
+    profile: str
+    n_runs: int
+    done: int
+    cached: int
+    skipped: int
+    failed: int
+    merged_path: Path | None
+    shards_dir: Path
+    failures_path: Path
+    executor: str
+    jobs: int
+    wall_time_s: float
+    skip_reasons: dict = dataclasses.field(default_factory=dict)
+    failures: list = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self):
+        """True when no run failed."""
+        return self.failed == 0
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        for k in ("merged_path", "shards_dir", "failures_path"):
+            d[k] = None if d[k] is None else str(d[k])
+        return d
+
+    def __str__(self):
+        parts = [f"{self.done} done", f"{self.cached} already finished"]
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped")
+        parts.append(f"{self.failed} failed" + (f" (see {self.failures_path})" if self.failed
+                                                 else ""))
+        out = f" -> {self.merged_path}" if self.merged_path else ""
+        return (f"{self.experiment} [{self.profile}]: {self.n_runs} runs: {', '.join(parts)}"
+                f"{out} in {self.wall_time_s:.1f} s ({self.executor}, jobs={self.jobs})")
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return value
+
+
+def _check_dir(results_dir):
+    if not isinstance(results_dir, (str, os.PathLike)) or not os.fspath(results_dir):
+        raise ValueError(f"results_dir must be a nonempty path; got {results_dir!r}")
+    p = Path(results_dir)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"results_dir must be a directory; got {str(p)!r}, which is a file")
+    return p
+
+
+def _check_scheduler(scheduler, executor):
+    if scheduler is None:
+        return None
+    if not isinstance(scheduler, str) or not scheduler.strip() or any(c.isspace()
+                                                                      for c in scheduler.strip()):
+        raise ValueError(f"scheduler must be an address such as 'tcp://HOST:PORT'; "
+                         f"got {scheduler!r}")
+    if executor != "dask":
+        raise ValueError(f"scheduler is only used by executor='dask'; got scheduler={scheduler!r} "
+                         f"with executor={executor!r}")
+    scheduler = scheduler.strip()
+    if "://" not in scheduler:
+        scheduler = "tcp://" + scheduler
+    if not re.match(r"^[a-z][a-z0-9+]*://[^/\s]+:\d+$", scheduler):
+        raise ValueError(f"scheduler must be an address such as 'tcp://HOST:PORT'; "
+                         f"got {scheduler!r}")
+    return scheduler
+
+
+def run_sweep(experiment, profile="quick", grid_overrides=None, reps=None, seed=0, force=False,
+              jobs=1, executor=None, scheduler=None, results_dir="results", quiet=False):
+    """Run (or resume) a sweep of ``experiment`` and merge its rows into ``results/<NAME>.csv``.
+
+    Parameters
+    ----------
+    experiment : str or module
+        See :func:`load_experiment` (``"thm1"``, ``"experiments.thm1"``, a module).
+    profile : str
+        Key of the experiment's ``PROFILES`` (``--profile``; ``quick`` by default).
+    grid_overrides : list of str or dict, optional
+        ``--grid key=v1,v2`` items replacing the value lists of existing parameters.
+    reps : int, optional
+        Repetitions per grid point (``--reps``); default the profile's ``reps`` entry, else 1.
+    seed : int
+        Base seed (``--seed``), nonnegative.
+    force : bool
+        Redo runs that already have a shard (``--force``). A forced run that fails loses its old
+        shard (the row would no longer describe the current code).
+    jobs : int
+        Worker processes (``--jobs``) for ``processes`` and a local Dask cluster; ignored with a
+        remote ``scheduler`` (the cluster's size decides).
+    executor : {"serial", "processes", "dask"} or None
+        ``--executor``; None picks ``dask`` when a ``scheduler`` is given, else ``serial`` when
+        ``jobs == 1`` and ``processes`` otherwise.
+    scheduler : str, optional
+        ``--scheduler tcp://HOST:PORT`` of a running Dask scheduler (``executor="dask"`` only);
+        without it a LocalCluster with ``jobs`` single-threaded worker processes is started.
+    results_dir : path
+    quiet : bool
+        No progress bar (it is also off when stderr is not a terminal).
+
+    Returns
+    -------
+    SweepSummary
+        Counts (``done``, ``cached`` = skipped as finished, ``skipped`` by the experiment,
+        ``failed``), the merged CSV path, and the failures of this invocation.
+
+    Raises
+    ------
+    ValueError
+        Any invalid argument (naming it, the rule and the value), or an unknown experiment.
+    """
+    t_start = time.perf_counter()
+    if jobs is None or isinstance(jobs, bool) or not isinstance(jobs, numbers.Integral) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1; got {jobs!r}")
+    jobs = int(jobs)
+    if executor is None:
+        executor = "serial" if jobs == 1 and scheduler is None else (
+            "dask" if scheduler is not None else "processes")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(map(repr, EXECUTORS))}; "
+                         f"got {executor!r}")
+    if executor == "serial" and jobs != 1:
+        raise ValueError(f"jobs must be 1 with executor='serial' (use executor='processes' or "
+                         f"'dask' for parallel runs); got jobs={jobs}")
+    scheduler = _check_scheduler(scheduler, executor)
+    _check_bool("force", force)
+    _check_bool("quiet", quiet)
+    results_dir = _check_dir(results_dir)
+    _check_base_seed(seed)
+    if executor == "dask" and importlib.util.find_spec("distributed") is None:
+        raise ValueError("executor='dask' needs the optional package 'distributed': "
+                         "pip install 'sketchsim[distributed]'")
+    mod = load_experiment(experiment)
+    runs = plan_runs(mod, profile, grid_overrides, reps, seed)
+
+    name = mod.NAME
+    exp_dir = results_dir / name
+    shards_dir = exp_dir / "shards"
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    failures = _FailureLog(exp_dir / "failures.csv")
+    for rid in list(failures.rows):
+        if (shards_dir / f"{rid}{_SHARD_EXT}").exists():
+            failures.resolve(rid)  # finished since it was recorded
+    failures.flush()
+
+    skip_reasons, todo, kept, cached = {}, [], [], 0
+    skip_fn = getattr(mod, "skip", None)
+    for run in runs:
+        if skip_fn is not None:
+            res = skip_fn(dict(run.params))
+            flag, reason = (tuple(res) + ("",))[:2] if isinstance(res, (tuple, list)) else (res, "")
+            if flag:
+                reason = str(reason) if reason else "skip() returned True"
+                skip_reasons[reason] = skip_reasons.get(reason, 0) + 1
+                continue
+        kept.append(run)
+        if not force and (shards_dir / f"{run.run_id}{_SHARD_EXT}").exists():
+            cached += 1
+            continue
+        todo.append(run)
+
+    modname, modfile = _module_ref(mod)
+    commit, dirty = _git_info(modfile or Path(__file__).resolve().parent)
+    parent_prov = {"executor": executor, "jobs": jobs if scheduler is None else "",
+                   "git_commit": commit, "git_dirty": dirty}
+    tasks = [{"module": modname, "file": modfile, "run_id": run.run_id, "params": run.params,
+              "rep": run.rep, "seed": run.seed, "pin": executor != "serial"} for run in todo]
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc=name, unit="run", disable=quiet or not _stderr_is_tty(),
+               leave=False)
+    recorder = _Recorder(name, shards_dir, failures, parent_prov, todo, force, bar)
+    try:
+        if tasks:
+            if executor == "serial":
+                for task in tasks:
+                    recorder(_execute(task))
+            elif executor == "processes":
+                _run_processes(tasks, recorder, jobs)
+            else:
+                _run_dask(tasks, recorder, jobs, scheduler)
+    finally:
+        bar.close()
+        failures.flush()
+
+    df = merge(mod, results_dir, run_ids=[r.run_id for r in kept])
+    summary = SweepSummary(
+        experiment=name, profile=profile, n_runs=len(runs), done=recorder.done, cached=cached,
+        skipped=sum(skip_reasons.values()), failed=len(recorder.failures),
+        merged_path=results_dir / f"{name}.csv" if len(df) else None, shards_dir=shards_dir,
+        failures_path=exp_dir / "failures.csv", executor=executor, jobs=jobs,
+        wall_time_s=time.perf_counter() - t_start, skip_reasons=skip_reasons,
+        failures=recorder.failures)
+    manifest = {"experiment": name, "module": modname, "profile": profile,
+                "grid_overrides": grid_overrides, "reps": reps, "seed": int(seed), "force": force,
+                "scheduler": scheduler,
+                **{k: v for k, v in summary.to_dict().items()
+                   if k not in ("failures", "experiment", "profile")},
+                "utc_time": _utc_now(), "git_commit": commit}
+    _write_json_atomic(exp_dir / "last_sweep.json", json.loads(json.dumps(manifest, default=str)))
+    return summary
+
+
+class _Recorder:
+    """Persists each result the moment it arrives (in the parent process): a shard for a finished
+    run, a ``failures.csv`` row for a failed one."""
+
+    def __init__(self, name, shards_dir, failures, parent_prov, runs, force, bar):
+        self.name, self.shards_dir, self.log = name, shards_dir, failures
+        self.parent_prov, self.force, self.bar = parent_prov, force, bar
+        self.by_id = {run.run_id: run for run in runs}
+        self.done = 0
+        self.failures = []
+
+    def _ident(self, run):
+        row = {"experiment": self.name, "run_id": run.run_id}
+        row.update({f"p_{k}": v for k, v in run.params.items()})
+        row.update(rep=run.rep, seed=run.seed)
+        return row
+
+    def __call__(self, res):
+        run = self.by_id[res["run_id"]]
+        shard = self.shards_dir / f"{run.run_id}{_SHARD_EXT}"
+        if res["status"] == "ok":
+            row = self._ident(run)
+            row.update({f"m_{k}": v for k, v in res["metrics"].items()})
+            row.update({f"t_{k}": v for k, v in res["theory"].items()})
+            row["warnings"] = res["warnings"]
+            row["time_s"] = res["time_s"]
+            prov = {**res["info"], **self.parent_prov, "utc_time": res["utc_time"]}
+            row.update({c: prov.get(c, "") for c in _PROVENANCE_COLS})
+            _write_json_atomic(shard, row)
+            self.log.resolve(run.run_id)
+            self.done += 1
+        else:
+            if self.force:  # the old row no longer describes what the code does
+                try:
+                    os.remove(shard)
+                except FileNotFoundError:
+                    pass
+            row = self._ident(run)
+            row.update(error_type=res["error_type"], error_message=res["error_message"],
+                       traceback=res["traceback"], utc_time=res["utc_time"], **self.parent_prov)
+            self.log.record(run.run_id, row)
+            self.failures.append({"run_id": run.run_id, "params": dict(run.params),
+                                  "rep": run.rep, "seed": run.seed,
+                                  "error_type": res["error_type"],
+                                  "error_message": res["error_message"]})
+            self.bar.set_postfix(failed=len(self.failures))
+        self.log.flush()
+        self.bar.update(1)
+
+
+def _stderr_is_tty():
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# =================================================================================== executors
+_MAX_BARREN_RESTARTS = 3
+
+
+def _run_processes(tasks, handle, jobs):
+    """Spawned worker processes, at most 2·jobs tasks in flight.
+
+    A crashed worker (segfault, out-of-memory kill) breaks the pool: the runs then in flight are
+    recorded as failed (``BrokenProcessPool``) and a new pool takes the rest. When pools keep
+    breaking without finishing a single run (workers dying at start-up, e.g. a script that calls
+    :func:`run_sweep` without an ``if __name__ == "__main__":`` guard), raise RuntimeError.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = list(reversed(tasks))
+    window = 2 * jobs
+    barren = 0  # consecutive broken pools that finished no run
+    while queue:
+        ex = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker)
+        pending, broken, finished = {}, False, 0
+        try:
+            while (queue or pending) and not broken:
+                while queue and len(pending) < window:
+                    task = queue.pop()
+                    try:
+                        pending[ex.submit(_execute, task)] = task
+                    except BrokenProcessPool:
+                        queue.append(task)
+                        broken = True
+                        break
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = pending.pop(fut)
+                    try:
+                        res = fut.result()
+                        finished += 1
+                    except BrokenProcessPool as exc:
+                        broken = True
+                        res = _failure_result(task["run_id"], exc, tb=(
+                            "a worker process died abruptly (crash or out of memory) while this "
+                            "run was in flight"))
+                    except Exception as exc:  # e.g. a result that cannot be pickled
+                        res = _failure_result(task["run_id"], exc)
+                    handle(res)
+            for fut, task in pending.items():  # only left when the pool broke
+                try:
+                    res = fut.result()
+                except Exception as exc:
+                    res = _failure_result(task["run_id"], exc)
+                handle(res)
+        except BaseException:
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        ex.shutdown(wait=True)
+        barren = barren + 1 if broken and not finished else 0
+        if barren >= _MAX_BARREN_RESTARTS and queue:
+            raise RuntimeError(
+                f"worker processes of the 'processes' executor died {barren} times in a row "
+                f"without finishing a run; {len(queue)} runs were not attempted. If run_sweep is "
+                "called from a script, put the call under `if __name__ == \"__main__\":` "
+                "(the spawn start method re-imports the main module)")
+
+
+def _run_dask(tasks, handle, jobs, scheduler):
+    """Tasks on a Dask cluster (a LocalCluster started here, or ``scheduler``); results are
+    returned to this process, which writes the shards."""
+    import logging
+
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    try:
+        if scheduler is None:
+            cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR,
+                                   env=dict(_PIN_ENV))
+            client = Client(cluster, set_as_default=False)
+        else:
+            try:
+                client = Client(scheduler, set_as_default=False, timeout="20s")
+            except (OSError, TimeoutError) as exc:
+                raise OSError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") \
+                    from exc
+        with client:
+            nthreads = sum(client.nthreads().values()) or jobs
+            window = max(2, 2 * nthreads)
+            queue = list(reversed(tasks))
+            by_key = {}
+
+            def submit():
+                task = queue.pop()
+                fut = client.submit(_execute, task, pure=False,
+                                    key=f"sketchsim-run-{task['run_id']}-{os.urandom(4).hex()}")
+                by_key[fut.key] = task
+                return fut
+
+            initial = [submit() for _ in range(min(window, len(queue)))]
+            ac = as_completed(initial, loop=client.loop)
+            try:
+                for fut in ac:
+                    task = by_key.pop(fut.key)
+                    try:
+                        res = fut.result()
+                    except Exception as exc:  # a killed worker, a lost connection, ...
+                        res = _failure_result(task["run_id"], exc)
+                    fut.release()
+                    handle(res)
+                    if queue:
+                        ac.add(submit())
+            finally:  # interrupted: do not leave our runs busy on a shared cluster
+                leftover = list(ac.futures)
+                if leftover:
+                    client.cancel(leftover)
+    finally:
+        if cluster is not None:
+            cluster.close()
