@@ -122,6 +122,108 @@ def _run_demo(args):
     run_demo(seed=args.seed, quick=args.quick)
 
 
+# ------------------------------------------------------------------------------------ verification suite
+def _sweep_args(p):
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--executor", choices=("serial", "processes", "dask"), default=None,
+                   help="serial | processes (local spawn pool) | dask (LocalCluster, or --scheduler); "
+                        "default: serial for 1 job, processes otherwise")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="join an existing Dask cluster, e.g. tcp://HOST:8786 (implies --executor dask)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_verify(sub):
+    p = sub.add_parser("verify", help="run every theorem experiment, figures and REPORT.md (the main job)",
+                       description="Runs the experiments of the profile, writes tidy CSVs, figures and "
+                                   "REPORT.md. Profile full → results/, paper_figs/; quick → results/quick/, "
+                                   "paper_figs/quick/.")
+    p.add_argument("--profile", choices=("quick", "full"), default="quick")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the sweeps")
+    p.add_argument("--force", action="store_true", help="redo finished runs")
+    _sweep_args(p)
+
+
+def _run_verify(args):
+    from .verify import verify
+
+    verify(profile=args.profile, jobs=args.jobs, executor=args.executor, scheduler=args.scheduler,
+           seed=args.seed, force=args.force, quiet=args.quiet)
+
+
+def _add_run(sub):
+    p = sub.add_parser("run", help="run one experiment's sweep (resumable)")
+    p.add_argument("experiment", metavar="EXPERIMENT")
+    p.add_argument("--profile", default="quick", help="profile of the experiment (default quick)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="override a grid parameter (repeatable)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions per grid point")
+    p.add_argument("--seed", type=int, default=0, help="base seed")
+    p.add_argument("--force", action="store_true", help="redo finished runs")
+    p.add_argument("--results-dir", default=None, help="default: results/ for full, results/<profile>/ otherwise")
+    _sweep_args(p)
+
+
+def _run_run(args):
+    from .sweep import run_sweep
+    from .verify import output_dirs
+
+    rdir = args.results_dir or output_dirs(args.profile)[0]
+    summary = run_sweep(args.experiment, profile=args.profile, grid_overrides=args.grid or None, reps=args.reps,
+                        seed=args.seed, force=args.force, jobs=args.jobs, executor=args.executor,
+                        scheduler=args.scheduler, results_dir=rdir, quiet=args.quiet)
+    print(summary)
+    if summary.failed:
+        raise ValueError(f"{summary.failed} run(s) failed; see {summary.failures_path}")
+
+
+def _add_figures(sub):
+    p = sub.add_parser("figures", help="rebuild the figures from the results tables")
+    p.add_argument("--profile", choices=("quick", "full"), default="full")
+
+
+def _run_figures(args):
+    from .verify import make_figures, output_dirs
+
+    make_figures(*output_dirs(args.profile))
+
+
+def _add_report(sub):
+    p = sub.add_parser("report", help="rebuild REPORT.md from the results tables")
+    p.add_argument("--profile", choices=("quick", "full"), default="full")
+
+
+def _run_report(args):
+    from .verify import output_dirs, write_report
+
+    write_report(*output_dirs(args.profile), profile=args.profile)
+
+
+def _add_check(sub):
+    p = sub.add_parser("check", help="CI regression: re-run the quick profile and compare with results/baselines.json")
+    p.add_argument("--update-baselines", action="store_true",
+                   help="measure the run-to-run spread over --spread-seeds base seeds and rewrite the baselines")
+    p.add_argument("--spread-seeds", type=int, default=4, help="base seeds for --update-baselines (default 4)")
+    _sweep_args(p)
+
+
+def _run_check(args):
+    from .verify import check, update_baselines
+
+    if args.update_baselines:
+        if args.spread_seeds < 2:
+            raise ValueError(f"--spread-seeds must be at least 2 to measure a spread; got {args.spread_seeds}")
+        update_baselines(n_seeds=args.spread_seeds, jobs=args.jobs, executor=args.executor, quiet=args.quiet)
+        return
+    problems = check(jobs=args.jobs, executor=args.executor, quiet=args.quiet)
+    if problems:
+        raise _CheckFailed(f"{len(problems)} number(s) moved beyond tolerance (listed above)")
+
+
+class _CheckFailed(Exception):
+    pass
+
+
 # ------------------------------------------------------------------------------------ info
 def _add_info(sub):
     sub.add_parser("info", help="versions, threads and cache location")
@@ -137,11 +239,64 @@ def _run_info(args):
           f"cpus {os.cpu_count()}")
 
 
+# ------------------------------------------------------------------------------------ learn-dictionary
+def _add_learn_dictionary(sub):
+    from .dictlearn import DEFAULTS
+
+    p = sub.add_parser(
+        "learn-dictionary", help="recover block-sparse matrices and coefficients from samples (paper §4)",
+        description="Recursable dictionary learning (paper §4.2, THEORY.md §6.2) on the rows of SAMPLES.npy "
+                    "(shape (S, d)). Writes OUT.npz with column_matrix, column_index (n,), column_values "
+                    "(n, d), coef_sample, coef_matrix, coef_column, coef_value (m,); with --levels > 1 also "
+                    "coef_level, sample_level, sample_parent, sample_matrix (sample ids ≥ S are the "
+                    "recovered coefficient vectors of earlier levels).")
+    p.add_argument("samples", metavar="SAMPLES.npy")
+    p.add_argument("--block-size", type=int, required=True, help="b of D(b, q, d)")
+    p.add_argument("--block-prob", type=float, required=True, help="q of D(b, q, d)")
+    p.add_argument("--out", required=True, metavar="OUT.npz")
+    p.add_argument("--hypercube-tol", type=float, default=DEFAULTS["hypercube_tol"],
+                   help="τ_∞ of the block screen (default %(default)s)")
+    p.add_argument("--count-frac", type=float, default=DEFAULTS["count_frac"],
+                   help="certify with ≥ COUNT_FRAC·q·d/b consistent blocks (default %(default)s)")
+    p.add_argument("--hamming-tol", type=int, default=DEFAULTS["hamming_tol"],
+                   help="bits of key / matrix-signature difference merged (default %(default)s)")
+    p.add_argument("--levels", type=int, default=DEFAULTS["levels"],
+                   help="recursion levels (default %(default)s)")
+
+
+def _run_learn_dictionary(args):
+    from .dictlearn import recover
+
+    try:
+        samples = np.load(args.samples, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"SAMPLES.npy could not be read as a .npy array ({args.samples}): {exc}") from None
+    if not isinstance(samples, np.ndarray):
+        raise ValueError(f"SAMPLES.npy must be a single .npy array of shape (S, d); got {args.samples}")
+    res = recover(samples, args.block_size, args.block_prob, hypercube_tol=args.hypercube_tol,
+                  count_frac=args.count_frac, hamming_tol=args.hamming_tol, levels=args.levels)
+    n, d = res.n_columns, res.d
+    need = 8 * n * d
+    avail = available_memory_bytes()
+    if avail is not None and need > avail:
+        raise ValueError(f"column_values ({n} columns × d={d} float64) needs {need / 2**30:.2f} GiB, more "
+                         f"than the available memory ({avail / 2**30:.2f} GiB)")
+    atomic_save_npz(args.out, res.arrays())
+    print(f"wrote {args.out}: {res.n_matrices} matrices, {n} columns, {res.n_coefficients} coefficients "
+          f"from {samples.shape[0]} samples (d={d}, levels={len(res.levels)})")
+
+
 COMMANDS = {
     "sketch": (_add_sketch, _run_sketch),
     "matrix": (_add_matrix, _run_matrix),
     "demo": (_add_demo, _run_demo),
+    "verify": (_add_verify, _run_verify),
+    "run": (_add_run, _run_run),
+    "figures": (_add_figures, _run_figures),
+    "report": (_add_report, _run_report),
+    "check": (_add_check, _run_check),
     "info": (_add_info, _run_info),
+    "learn-dictionary": (_add_learn_dictionary, _run_learn_dictionary),
 }
 
 
@@ -164,9 +319,12 @@ def main(argv=None):
     warnings.formatwarning = _format_warning
     try:
         COMMANDS[args.command][1](args)
-    except ValueError as exc:
+    except (ValueError, OSError, RuntimeError, ModuleNotFoundError) as exc:
         print(f"sketchsim {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except _CheckFailed as exc:
+        print(f"sketchsim {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"sketchsim {args.command}: interrupted", file=sys.stderr)
         return 130

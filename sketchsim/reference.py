@@ -127,3 +127,133 @@ def merge_inputs(children_sketches, transformed, weights):
     for s, rs, w in zip(children_sketches, transformed, weights):
         out = out + 0.5 * w * (s + rs)
     return out
+
+
+# ----------------------------------------------------------------------------- dictionary learning (§4.2)
+def _dl_ceil_log2(n):
+    return 0 if n <= 1 else math.ceil(math.log2(n) - 1e-12)
+
+
+def dictlearn_block(v, d_sketch, block_prob, hypercube_tol):
+    """Steps 1–5 of THEORY.md §6.2 for one block v (length b), literally.
+
+    Returns ``(status, parsed)`` with status one of ``_dictlearn_kernels.ST_*`` and, when accepted,
+    parsed = dict(column (0-based j), sign, magnitude, sigma_m, sigma_s, pattern).
+    """
+    from ._dictlearn_kernels import (ST_ACCEPT, ST_BAD_INDEX, ST_BAD_PADDING, ST_OFF_CUBE,
+                                     ST_SIGN_MISMATCH, ST_ZERO)
+
+    v = np.asarray(v, dtype=np.float64)
+    b = v.shape[0]
+    t = b // 3
+    L = _dl_ceil_log2(d_sketch)
+    a = np.sum(np.abs(v))                                     # 1. ℓ1 norm
+    if not a > 0:
+        return ST_ZERO, None
+    u = b * v / a                                             #    ℓ1-normalise (to ±1 scale)
+    if np.max(np.abs(np.abs(u) - 1.0)) > hypercube_tol:       #    ℓ∞-close to the hypercube?
+        return ST_OFF_CUBE, None
+    r = np.where(u > 0, 1, -1)                                #    round
+    r_s, r_c, r_m = r[:t], r[t:2 * t], r[2 * t:]              # 2. parse
+    g = r_c[0]
+    e = g * r_c                                               #    = Enc(j, f'_m, f'_s)·√(dq)
+    if not np.all(e[L + 3:] == 1):
+        return ST_BAD_PADDING, None
+    j = 0
+    for bit in e[1:L + 1]:                                    #    binary code of j, MSB first
+        j = 2 * j + (1 if bit == 1 else 0)
+    if j >= d_sketch:
+        return ST_BAD_INDEX, None
+    b_m, b_s = e[L + 1], e[L + 2]                             #    parity bits
+    sign = r_m[0] * b_m                                       # 3. sign(x_j)
+    if r_s[0] * b_s != sign:
+        return ST_SIGN_MISMATCH, None
+    return ST_ACCEPT, {
+        "column": j,
+        "sign": int(sign),
+        "magnitude": a * math.sqrt(d_sketch * block_prob) / b,    # 5.
+        "sigma_m": (r_m * r_m[0]).astype(np.int8),                # 4. canonical forms
+        "sigma_s": (r_s * r_s[0]).astype(np.int8),
+        "pattern": (sign * r).astype(np.int8),                    #    true block of R (signs)
+    }
+
+
+def dictlearn_screen(samples, block_size, hypercube_tol):
+    """Status (S, d/b) of every block of every sample (twin of ``screen_blocks``)."""
+    Y = np.asarray(samples, dtype=np.float64)
+    S, d = Y.shape
+    b = block_size
+    status = np.empty((S, d // b), dtype=np.int8)
+    for k in range(S):
+        for ell in range(d // b):
+            status[k, ell] = dictlearn_block(Y[k, ell * b:(ell + 1) * b], d, 1.0, hypercube_tol)[0]
+    return status
+
+
+def dictlearn_parse(samples, block_size, block_prob, hypercube_tol):
+    """Every accepted block in (sample, block) order (twin of ``parse_blocks``).
+
+    Returns a dict of arrays: sample, block, column, sign, magnitude (n,), and sigma_m, sigma_s
+    (n, b/3), pattern (n, b) as ±1 int8.
+    """
+    Y = np.asarray(samples, dtype=np.float64)
+    S, d = Y.shape
+    b, t = block_size, block_size // 3
+    rows = []
+    for k in range(S):
+        for ell in range(d // b):
+            st, p = dictlearn_block(Y[k, ell * b:(ell + 1) * b], d, block_prob, hypercube_tol)
+            if p is not None:
+                rows.append((k, ell, p))
+    out = {
+        "sample": np.array([r[0] for r in rows], dtype=np.int64),
+        "block": np.array([r[1] for r in rows], dtype=np.int64),
+        "column": np.array([r[2]["column"] for r in rows], dtype=np.int64),
+        "sign": np.array([r[2]["sign"] for r in rows], dtype=np.int64),
+        "magnitude": np.array([r[2]["magnitude"] for r in rows], dtype=np.float64),
+    }
+    for name, width in (("sigma_m", t), ("sigma_s", t), ("pattern", b)):
+        out[name] = np.array([r[2][name] for r in rows], dtype=np.int8).reshape(len(rows), width)
+    return out
+
+
+def dictlearn_recover_exact(samples, block_size, block_prob, hypercube_tol=0.3, count_frac=0.8):
+    """Steps 6–9 of THEORY.md §6.2 with exact keys (Hamming tolerance 0), one level, with dicts.
+
+    Returns ``(columns, coefficients)``: columns maps (σ̂_m as a tuple, j) to {block ℓ: ±1 signs
+    (b,) by per-entry majority over its certified copies, ties to the earliest copy};
+    coefficients maps (sample, σ̂_m tuple, j) to sign · median of the block magnitudes.
+    """
+    Y = np.asarray(samples, dtype=np.float64)
+    S, d = Y.shape
+    b = block_size
+    threshold = count_frac * block_prob * d / b
+    copies = {}          # (σ̂_m, j) -> {ℓ: [patterns in sample order]}
+    coefficients = {}
+    for k in range(S):
+        groups = {}      # 6. consistency count: key (σ̂_m, j, σ̂_s) -> accepted blocks of sample k
+        for ell in range(d // b):
+            st, p = dictlearn_block(Y[k, ell * b:(ell + 1) * b], d, block_prob, hypercube_tol)
+            if p is None:
+                continue
+            key = (tuple(p["sigma_m"]), p["column"], tuple(p["sigma_s"]))
+            groups.setdefault(key, []).append((ell, p))
+        entries = {}
+        for (sig_m, j, _), blocks in groups.items():
+            if len(blocks) >= threshold:          # certified: 7. collect by (matrix signature, j)
+                entries.setdefault((sig_m, j), []).extend(blocks)
+        for (sig_m, j), blocks in entries.items():
+            for ell, p in blocks:
+                copies.setdefault((sig_m, j), {}).setdefault(ell, []).append(p["pattern"])
+            mags = [p["magnitude"] for _, p in blocks]             # 9. coefficient
+            vote = sum(p["sign"] for _, p in blocks)
+            signed = sum(p["sign"] * p["magnitude"] for _, p in blocks)
+            sign = 1 if vote > 0 else -1 if vote < 0 else (-1 if signed < 0 else 1)
+            coefficients[(k, sig_m, j)] = sign * float(np.median(mags))
+    columns = {}
+    for key, per_block in copies.items():                         # 8. majority vote per entry
+        columns[key] = {}
+        for ell, pats in per_block.items():
+            s = np.sum(np.array(pats, dtype=np.int64), axis=0)
+            columns[key][ell] = np.where(s > 0, 1, np.where(s < 0, -1, pats[0])).astype(np.int8)
+    return columns, coefficients
