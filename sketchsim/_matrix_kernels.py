@@ -1,13 +1,14 @@
 """Numba kernels of the matrix families. Private: they assume valid input and fill given arrays.
 
-Parallel loops run over independent rows / columns, each writing its own slot, so results are
-bit-identical for any thread count. Random bits come from the counter-based :func:`mix3`, keyed by
+Kernels take a row (or column) range and are run in parallel by ``_parallel.run_rows`` (no OpenMP
+regions: see that module); each row / column is written by one call, so results are bit-identical
+for any thread count. Random bits come from the counter-based :func:`mix3`, keyed by
 (matrix key, stream, column, index): the NumPy twin in ``reference.py`` reproduces them.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._rng import mix3
 
@@ -36,11 +37,11 @@ def _nonzero(u, q):
     return float(u >> np.uint64(11)) * _INV53 < q
 
 
-@njit(cache=True, parallel=True)
-def bs_count(key, d, b, q, counts):
-    """counts[j] = number of nonzero blocks (η_{i,j} = 1) of column j."""
+@njit(cache=True, nogil=True)
+def bs_count(j0, j1, key, d, b, q, counts):
+    """counts[j] = number of nonzero blocks (η_{i,j} = 1) of column j, for j in [j0, j1)."""
     nb = d // b
-    for j in prange(d):
+    for j in range(j0, j1):
         c = 0
         for i in range(nb):
             if _nonzero(mix3(key, STREAM_BLOCK, j, i), q):
@@ -48,9 +49,9 @@ def bs_count(key, d, b, q, counts):
         counts[j] = c
 
 
-@njit(cache=True, parallel=True)
-def bs_fill(key, d, b, q, col_ptr, blk_row, blk_sign):
-    """Fill the nonzero blocks of every column (Algorithm 2, signs only; scale is 1/√(dq)).
+@njit(cache=True, nogil=True)
+def bs_fill(j0, j1, key, d, b, q, col_ptr, blk_row, blk_sign):
+    """Fill the nonzero blocks of columns [j0, j1) (Algorithm 2, signs only; scale is 1/√(dq)).
 
     Block layout (THEORY §9 item 4): f_s·σ_{s,j} | f_c·Enc(j, f'_m, f'_s) | f_m·σ_m, with
     Enc = [+1, bits of j (0-based, MSB first, 0→−1), f'_m, f'_s, +1 padding].
@@ -59,7 +60,7 @@ def bs_fill(key, d, b, q, col_ptr, blk_row, blk_sign):
     nb = d // b
     nbits = _ceil_log2(d)
     sm0 = _pm(mix3(key, STREAM_SIGMA_M, 0, 0))
-    for j in prange(d):
+    for j in range(j0, j1):
         ss0 = _pm(mix3(key, STREAM_SIGMA_S, j, 0))
         p = col_ptr[j]
         for i in range(nb):
@@ -117,11 +118,10 @@ def bs_apply_t(r0_, r1_, X, out, col_ptr, blk_row, blk_sign, b, scale):
             out[k, j] = acc * scale
 
 
-@njit(cache=True, parallel=True)
-def bs_dense(out, col_ptr, blk_row, blk_sign, b, scale):
-    """Dense view: out (d, d) zeroed on entry."""
-    d = out.shape[1]
-    for j in prange(d):
+@njit(cache=True, nogil=True)
+def bs_dense(j0, j1, out, col_ptr, blk_row, blk_sign, b, scale):
+    """Dense view of columns [j0, j1): out (d, d) zeroed on entry."""
+    for j in range(j0, j1):
         for p in range(col_ptr[j], col_ptr[j + 1]):
             r0 = blk_row[p] * b
             for t in range(b):

@@ -164,13 +164,14 @@ class BlockSparseOperator(_Operator):
         self.b, self.q, self.key = int(block_size), float(block_prob), int(key)
         d, b = self.d, self.b
         counts = np.empty(d, dtype=np.int64)
-        K.bs_count(np.uint64(self.key), d, b, self.q, counts)
+        key = np.uint64(self.key)
+        run_rows(K.bs_count, d, d * (d // b) * 8, key, d, b, self.q, counts)
         self.col_ptr = np.zeros(d + 1, dtype=np.int64)
         np.cumsum(counts, out=self.col_ptr[1:])
         n = int(self.col_ptr[-1])
         self.blk_row = np.empty(n, dtype=np.int32)
         self.blk_sign = np.empty((n, b), dtype=np.int8)
-        K.bs_fill(np.uint64(self.key), d, b, self.q, self.col_ptr, self.blk_row, self.blk_sign)
+        run_rows(K.bs_fill, d, n * b * 4, key, d, b, self.q, self.col_ptr, self.blk_row, self.blk_sign)
         self.scale = 1.0 / math.sqrt(d * self.q)
 
     @property
@@ -192,7 +193,8 @@ class BlockSparseOperator(_Operator):
 
     def dense(self):
         out = np.zeros((self.d, self.d))
-        K.bs_dense(out, self.col_ptr, self.blk_row, self.blk_sign, self.b, self.scale)
+        run_rows(K.bs_dense, self.d, self.n_blocks * self.b, out, self.col_ptr, self.blk_row, self.blk_sign,
+                 self.b, self.scale)
         return out
 
     @property
