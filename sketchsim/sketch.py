@@ -157,8 +157,16 @@ def _merge(bank, S, edges, W, B):
     return out
 
 
-ATTR_MAP_MAX_BYTES = 64 * 2**20
+ATTR_MAP_MAX_BYTES = 256 * 2**20
 """Largest cached attribute map A_M (d × (L+1) float64) per module; above it, the direct path."""
+
+
+def _use_attr_map(bank, module, L, n_rows):
+    """Use the cached map when it exists, or when building it (L+1 rows through three matrices)
+    costs no more than the direct path for this call's ``n_rows`` attribute rows."""
+    if 8 * bank.d_sketch * (L + 1) > ATTR_MAP_MAX_BYTES:
+        return False
+    return ("attr-map", module, L) in bank._cache or n_rows >= L + 1
 
 
 def _attr_map(bank, module, L):
@@ -204,7 +212,7 @@ def _run(graph, bank, Xg, W, B):
             mod = graph.modules[m]
             X = Xg[a]
             L = X.shape[1]
-            if 8 * d * (L + 1) <= ATTR_MAP_MAX_BYTES:
+            if _use_attr_map(bank, mod, L, (z - a) * B):
                 V = _attr_map(bank, mod, L)
                 np.matmul(X, V[:L], out=S[a * B:z * B])
                 S[a * B:z * B] += V[L]

@@ -26,13 +26,16 @@ def _assert_close(actual, expected, what):
     np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-12 * scale, err_msg=what)
 
 
-@pytest.fixture(params=["attr-map", "direct"])
+@pytest.fixture(params=["attr-map", "direct", "auto"])
 def attr_path(request, monkeypatch):
-    """Run a test through both evaluation paths of the attribute branch (cached map / direct)."""
+    """Run a test through each evaluation path of the attribute branch (cached map / direct / the
+    automatic choice)."""
     import importlib
 
-    if request.param == "direct":
-        monkeypatch.setattr(importlib.import_module("sketchsim.sketch"), "ATTR_MAP_MAX_BYTES", 0)
+    mod = importlib.import_module("sketchsim.sketch")
+    if request.param != "auto":
+        always = request.param == "attr-map"
+        monkeypatch.setattr(mod, "_use_attr_map", lambda *args: always)
     return request.param
 
 
