@@ -216,7 +216,8 @@ def check(jobs=1, executor=None, quiet=False, results_root="results", experiment
     """
     baselines = load_baselines(results_root)
     if experiments is not None:
-        baselines = {k: v for k, v in baselines.items() if k in experiments}
+        names = {m.NAME for m in _experiments(experiments)}
+        baselines = {k: v for k, v in baselines.items() if k in names}
     tmp = keep or tempfile.mkdtemp(prefix="sketchsim-check-")
     try:
         current = _quick_run(0, tmp, jobs, executor, quiet, experiments or list(baselines))
