@@ -157,6 +157,9 @@ def _merge(bank, S, edges, W, B):
     return out
 
 
+BATCH_CHUNK_BYTES = 256 * 2**20
+"""sketch_batch processes the batch in chunks whose object sketches take at most this much memory."""
+
 ATTR_MAP_MAX_BYTES = 256 * 2**20
 """Largest cached attribute map A_M (d × (L+1) float64) per module; above it, the direct path."""
 
@@ -382,11 +385,19 @@ def sketch_batch(graph, bank, attributes=None, weights=None, output_weights=None
     else:
         cols.append(np.broadcast_to(graph.output[1][:, None], (k_out, B)))
     W = np.ascontiguousarray(np.concatenate(cols, axis=0))
-    S, overall = _run(graph, bank, _stack_groups(plan, X, B), W, B)
+    n = len(graph.ids)
+    chunk = max(1, min(B, BATCH_CHUNK_BYTES // (8 * d * max(n, 1))))
+    overall = np.empty((B, d))
+    objects = np.empty((n, B, d)) if return_objects else None
+    for b0 in range(0, B, chunk):
+        b1 = min(B, b0 + chunk)
+        S, overall[b0:b1] = _run(graph, bank, _stack_groups(plan, [x[b0:b1] for x in X], b1 - b0),
+                                 np.ascontiguousarray(W[:, b0:b1]), b1 - b0)
+        if return_objects:
+            objects[:, b0:b1] = S.reshape(n, b1 - b0, d)
     if not return_objects:
         return overall
-    S = S.reshape(len(graph.ids), B, d)
-    return overall, {oid: S[plan.row[i]] for i, oid in enumerate(graph.ids)}
+    return overall, {oid: objects[plan.row[i]] for i, oid in enumerate(graph.ids)}
 
 
 def sketch_many(graphs, bank, return_objects=False):

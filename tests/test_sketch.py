@@ -60,8 +60,17 @@ def test_shared_children_cases_really_share():
     assert parents_per_child.max() >= 2
 
 
+@pytest.fixture(params=["one-chunk", "chunked"])
+def batch_chunking(request, monkeypatch):
+    import importlib
+
+    if request.param == "chunked":   # one batch row per chunk
+        monkeypatch.setattr(importlib.import_module("sketchsim.sketch"), "BATCH_CHUNK_BYTES", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("family", list(FAMILY_BANKS))
-def test_batched_matches_single(family, attr_path):
+def test_batched_matches_single(family, attr_path, batch_chunking):
     g = ss.random_network(depth=3, fan_in=(1, 4), share_prob=0.3, attr_dim=(2, 4), random_state=7)
     bank = make_bank(family, seed=2)
     attrs, weights, out_w = ss.fixed_tree_values(g, 5, random_state=3)
