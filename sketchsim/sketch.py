@@ -423,7 +423,15 @@ def warm_up():
     """Compile every Numba kernel of the engine on tiny inputs (call before timing anything)."""
     from .graph import random_network
 
+    import warnings
+
     g = random_network(depth=2, fan_in=2, attr_dim=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _warm_up_families(g)
+
+
+def _warm_up_families(g):
     for fam, kw in (("hadamard", {}), ("block-sparse", {"block_size": 48, "block_prob": 0.5}),
                     ("gaussian", {})):
         d = 64 if fam == "hadamard" else 96
