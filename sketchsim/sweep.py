@@ -58,7 +58,8 @@ redoes them). A run whose ``run_one`` (or ``theory``/``warm_up``) raises is reco
 by the next invocation; when a retry succeeds its failure row is removed.
 
 Executors
-    ``serial``: in this process, with this process's Numba thread count.
+    ``serial``: in this process, with this process's Numba thread count and BLAS pinned to one
+    thread for the duration of the sweep (as in the workers).
     ``processes``: ``ProcessPoolExecutor`` with the *spawn* start method (a forked child dies after
     an OpenMP parallel region in the parent); each worker runs with ``NUMBA_NUM_THREADS=1``,
     ``numba.set_num_threads(1)`` and BLAS pinned to one thread by threadpoolctl.
@@ -1129,8 +1130,13 @@ def run_sweep(experiment, profile="quick", grid_overrides=None, reps=None, seed=
     try:
         if tasks:
             if executor == "serial":
-                for task in tasks:
-                    recorder(_execute(task))
+                # BLAS pinned to one thread as in the workers, so that serial and parallel sweeps
+                # give bit-identical results (a product's rounding may depend on BLAS threads)
+                from threadpoolctl import threadpool_limits
+
+                with threadpool_limits(limits=1):
+                    for task in tasks:
+                        recorder(_execute(task))
             elif executor == "processes":
                 _run_processes(tasks, recorder, jobs)
             else:
