@@ -48,7 +48,7 @@ def full_time_from_report():
     if not os.path.exists(path):
         return None, None
     text = open(path, encoding="utf-8").read()
-    m = re.search(r"Sweep wall time: (\d+) s with (\d+) job", text)
+    m = re.search(r"Sweep wall time of the last `sketchsim verify`: (\d+) s with (\d+) job", text)
     return (float(m.group(1)), int(m.group(2))) if m else (None, None)
 
 

@@ -63,9 +63,11 @@ def verify(profile="quick", jobs=1, executor=None, scheduler=None, seed=0, force
         summaries[mod.NAME] = s
         out(str(s))
     wall = time.perf_counter() - t0
+    timing = {"wall_s": wall, "jobs": jobs, "executor": executor or "auto",
+              "per_experiment_s": {k: v.wall_time_s for k, v in summaries.items()}}
+    atomic_write_text(os.path.join(rdir, "verify_timing.json"), json.dumps(timing, indent=1))
     make_figures(rdir, fdir, experiments, out=out)
-    write_report(rdir, fdir, profile, experiments, timing={"wall_s": wall, "jobs": jobs,
-                                                           "executor": executor or "auto"}, out=out)
+    write_report(rdir, fdir, profile, experiments, timing=timing, out=out)
     return summaries
 
 
@@ -100,9 +102,14 @@ def write_report(results_dir="results", figures_dir="paper_figs", profile=None, 
                  f"(sketchsim {prov.get('sketchsim_version')}, commit {str(prov.get('git_commit'))[:10]}, "
                  f"numpy {prov.get('numpy_version')}, numba {prov.get('numba_version')}, {platform.machine()}, "
                  f"{os.cpu_count()} cpus).")
+    tpath = os.path.join(results_dir, "verify_timing.json")
+    if timing is None and os.path.exists(tpath):
+        with open(tpath, encoding="utf-8") as fh:
+            timing = json.load(fh)
     if timing:
-        lines.append(f"Sweep wall time: {timing['wall_s']:.0f} s with {timing['jobs']} job(s), executor "
-                     f"{timing['executor']}.")
+        per = ", ".join(f"{k} {v:.0f} s" for k, v in timing.get("per_experiment_s", {}).items())
+        lines.append(f"Sweep wall time of the last `sketchsim verify`: {timing['wall_s']:.0f} s with {timing['jobs']} "
+                     f"job(s), executor {timing['executor']}" + (f" ({per})." if per else "."))
     lines += ["", "| experiment | runs | failed runs | verdict |", "|---|---|---|---|"]
     sections = []
     for mod in mods:
@@ -131,10 +138,18 @@ def _n_failures(mod, results_dir):
 
 
 def _first_verdict(body):
+    """Summary verdict of a section whose analysis gave none: scans its 'consistent' statements."""
     for ln in body.splitlines():
-        if "verdict" in ln.lower():
-            return ln.strip().lstrip("-*# ").replace("|", "/")[:160]
-    return "see section"
+        low = ln.lower().replace("*", "")
+        if "verdict:" in low and "rule" not in low:
+            text = ln.replace("*", "").strip().lstrip("-# ")
+            text = text[text.lower().index("verdict:") + len("verdict:"):].strip()
+            return (text[:157] + "…") if len(text) > 160 else text
+    lines = [ln.lower() for ln in body.splitlines() if "consistent" in ln.lower() and "rule" not in ln.lower()]
+    if not lines:
+        return "see section"
+    bad = sum(("not consistent" in ln) or ("inconsistent" in ln) for ln in lines)
+    return f"not consistent in {bad} statement(s) (see section)" if bad else "consistent"
 
 
 def _anchor(title):
