@@ -209,6 +209,8 @@ def update_baselines(n_seeds=4, jobs=1, executor=None, quiet=False, results_root
                       f"seeds, {TOL_REL_FLOOR}·|value|, {TOL_ABS_FLOOR}); written by `sketchsim check "
                       "--update-baselines`."}
     path = os.path.join(results_root, BASELINES_FILE)
+    if experiments is not None and os.path.exists(path):
+        data = {**load_baselines(results_root), **data}     # refresh only the given experiments
     atomic_write_text(path, json.dumps({**meta, **data}, indent=1, sort_keys=True))
     out(f"wrote {path}")
     return path
