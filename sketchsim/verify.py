@@ -30,7 +30,8 @@ import numpy as np
 from ._io import atomic_write_text
 from .sweep import load_experiment, provenance, read_results, run_sweep
 
-VERIFY_EXPERIMENTS = ["thm1_attributes", "thm2_similarity", "thm3_summary", "erasure", "unrolling"]
+VERIFY_EXPERIMENTS = ["thm1_attributes", "thm2_similarity", "thm3_summary", "erasure", "unrolling",
+                      "thm4_dictlearn", "dictlearn_sketches", "thm5_teacher"]
 """The experiments of ``sketchsim verify`` (in report order)."""
 
 TOL_SIGMAS = 4.0
