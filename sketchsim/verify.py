@@ -63,10 +63,16 @@ def verify(profile="quick", jobs=1, executor=None, scheduler=None, seed=0, force
                       scheduler=scheduler, results_dir=rdir, quiet=quiet)
         summaries[mod.NAME] = s
         out(str(s))
-    wall = time.perf_counter() - t0
-    timing = {"wall_s": wall, "jobs": jobs, "executor": executor or "auto",
-              "per_experiment_s": {k: v.wall_time_s for k, v in summaries.items()}}
-    atomic_write_text(os.path.join(rdir, "verify_timing.json"), json.dumps(timing, indent=1))
+    tpath = os.path.join(rdir, "verify_timing.json")
+    previous = {}
+    if os.path.exists(tpath):
+        with open(tpath, encoding="utf-8") as fh:
+            previous = json.load(fh).get("per_experiment_s", {})
+    # an experiment whose runs were all finished earlier keeps the time of the sweep that ran them
+    per = {k: (v.wall_time_s if v.done or k not in previous else previous[k]) for k, v in summaries.items()}
+    timing = {"wall_s": float(sum(per.values())), "jobs": jobs, "executor": executor or "auto",
+              "per_experiment_s": per, "this_invocation_s": time.perf_counter() - t0}
+    atomic_write_text(tpath, json.dumps(timing, indent=1))
     make_figures(rdir, fdir, experiments, out=out)
     write_report(rdir, fdir, profile, experiments, timing=timing, out=out)
     return summaries
@@ -110,7 +116,9 @@ def write_report(results_dir="results", figures_dir="paper_figs", profile=None, 
     if timing:
         per = ", ".join(f"{k} {v:.0f} s" for k, v in timing.get("per_experiment_s", {}).items())
         lines.append(f"Sweep wall time of the last `sketchsim verify`: {timing['wall_s']:.0f} s with {timing['jobs']} "
-                     f"job(s), executor {timing['executor']}" + (f" ({per})." if per else "."))
+                     f"job(s), executor {timing['executor']}" + (f" ({per})." if per else ".") +
+                     " An experiment whose runs had all finished in an earlier invocation keeps that "
+                     "invocation's time.")
     lines += ["", "| experiment | runs | failed runs | verdict |", "|---|---|---|---|"]
     sections = []
     for mod in mods:
