@@ -120,40 +120,9 @@ def theory(params):
 
 # ============================================================================ helpers
 
-_BLAS = None
-
-
-def _one_blas_thread():
-    """Pin BLAS/LAPACK to one thread for one run (14 µs with a cached controller).
-
-    The serial executor leaves BLAS at the machine's thread count; Haar sampling by QR then ran ~17×
-    slower on this loaded 2-core machine, and GEMM/QR rounding may depend on the thread count. Pinning
-    here makes dense-family runs bit-identical across executors and keeps their cost predictable.
-    """
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
-
-def _bank(params, rng):
-    fam, d = params["family"], int(params["d"])
-    seed = int(rng.integers(2 ** 31))
-    if fam == "block-sparse":
-        return ss.MatrixBank(d, fam, seed, block_size=int(params.get("b", BS_B)),
-                             block_prob=float(params.get("q", BS_Q)))
-    return ss.MatrixBank(d, fam, seed)
-
-
-def _unit_nonneg(rng, shape):
-    x = np.abs(rng.standard_normal(shape))
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def _obj(oid, module, x, inputs=()):
-    return {"id": oid, "module": module, "attributes": [float(v) for v in x],
-            "inputs": [{"id": c, "weight": float(w)} for c, w in inputs]}
+# shared with Theorem 2 (same block-sparse defaults BS_B, BS_Q): bank per run, nonnegative unit
+# vectors, object specs, one BLAS thread per run
+from experiments.thm2_similarity import _bank, _obj, _one_blas_thread, _unit_nonneg  # noqa: E402
 
 
 def summary_graph(n, w, h, rng):
