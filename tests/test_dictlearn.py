@@ -134,6 +134,32 @@ def _kernel_parse(Y, b, q, tol):
     return status, out
 
 
+@pytest.mark.parametrize("pos", [(0, 1), (5, 9)])
+@pytest.mark.parametrize("f, on_cube", [(1 - 1e-7, True), (1 + 1e-7, False)])
+def test_screen_prefilter_and_division_free_test_agree_with_reference_on_the_boundary(f, on_cube, pos):
+    """The kernel rejects early on the first two entries and compares b|v_i| with a(1 ± τ) instead
+    of dividing. Blocks whose first two normalised entries sit just inside (outside) the hypercube
+    band, |u_i| = 1 + fτ and |u_j| = 1 − fτ with ‖u‖₁ = b, must get the reference's verdict. The
+    positions (0, 1) exercise the prefilter, (5, 9) the full test."""
+    rng = np.random.default_rng(7)
+    b, tol = 48, 0.3
+    Y = _crafted_samples(rng, b=b)
+    blocks = Y.reshape(Y.shape[0], -1, b)
+    with np.errstate(invalid="ignore"):
+        valid = np.all(np.abs(np.abs(blocks) / np.abs(blocks).mean(axis=2, keepdims=True) - 1) < 1e-12, axis=2)
+    assert valid.sum() > 20
+    scale = rng.uniform(0.2, 3.0, size=valid.sum())[:, None]
+    u = np.sign(blocks[valid]) * np.ones(b)
+    u[:, pos[0]] *= 1 + f * tol
+    u[:, pos[1]] *= 1 - f * tol
+    blocks[valid] = u * scale
+    Y = blocks.reshape(Y.shape)
+    status, _ = _kernel_parse(Y, b, 0.3, tol)
+    expect = ref.dictlearn_screen(Y, b, tol)
+    np.testing.assert_array_equal(status, expect)
+    assert np.all((expect[valid] == K.ST_OFF_CUBE) != on_cube)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_screen_and_parse_kernels_match_reference(seed):
     rng = np.random.default_rng(seed)
