@@ -217,7 +217,7 @@ def dictlearn_parse(samples, block_size, block_prob, hypercube_tol):
     return out
 
 
-def dictlearn_recover_exact(samples, block_size, block_prob, hypercube_tol=0.3, count_frac=0.8):
+def dictlearn_recover_exact(samples, block_size, block_prob, hypercube_tol=0.3, count_frac=0.5):
     """Steps 6–9 of THEORY.md §6.2 with exact keys (Hamming tolerance 0), one level, with dicts.
 
     Returns ``(columns, coefficients)``: columns maps (σ̂_m as a tuple, j) to {block ℓ: ±1 signs

@@ -252,11 +252,12 @@ def test_bucketed_hamming_merge_equals_all_pairs(tol):
     assert np.unique(roots).size < keys.shape[0]         # some merges happened
 
 
-def test_driver_matches_literal_reference_pipeline():
+@pytest.mark.parametrize("count_frac", [0.5, 0.8])
+def test_driver_matches_literal_reference_pipeline(count_frac):
     """Steps 6–9 with exact keys: the vectorised driver ≡ the dict-based reference."""
     Y, X, ops = _make(S=10, seed=5)
-    res = recover(Y, B, Q, hamming_tol=0)
-    cols, coefs = ref.dictlearn_recover_exact(Y, B, Q)
+    res = recover(Y, B, Q, hamming_tol=0, count_frac=count_frac)
+    cols, coefs = ref.dictlearn_recover_exact(Y, B, Q, count_frac=count_frac)
     assert cols and coefs
     sig = {lab: tuple(res.matrix_signature[lab]) for lab in range(res.n_matrices)}
     got_cols = {}
@@ -371,8 +372,8 @@ def test_hamming_tolerance_absorbs_single_flipped_entries():
     for k in range(S):
         for ell in rng.choice(rows, n_flip, replace=False):
             Y[k, ell * B + rng.choice(safe)] *= -1       # j's MSB excluded: it could leave [0, d)
-    assert recover(Y, B, Q, hamming_tol=0).n_columns == 0
-    res = recover(Y, B, Q, hamming_tol=1)
+    assert recover(Y, B, Q, hamming_tol=0, count_frac=0.8).n_columns == 0
+    res = recover(Y, B, Q, hamming_tol=1, count_frac=0.8)
     assert res.n_columns == 1 and res.column_index[0] == j
     rows_got, signs = res.column_blocks(0)
     assert rows_got.tolist() == rows
@@ -381,7 +382,7 @@ def test_hamming_tolerance_absorbs_single_flipped_entries():
     np.testing.assert_allclose(res.coef_value, x, rtol=1e-12)
     np.testing.assert_array_equal(res.coef_sample, np.arange(S))
     # one sample: no majority to lean on; the flipped copies are rebuilt from the group's key
-    one = recover(Y[:1], B, Q, hamming_tol=1)
+    one = recover(Y[:1], B, Q, hamming_tol=1, count_frac=0.8)
     for ell, s in zip(*one.column_blocks(0)):
         np.testing.assert_array_equal(s, truth[int(ell)])
 
@@ -495,7 +496,7 @@ def test_validation_rules(samples, kwargs, match):
 
 
 def test_small_count_threshold_warns():
-    with pytest.warns(ss.TheoremPreconditionWarning, match=r"count_frac·q·d/b = 0.2"):
+    with pytest.warns(ss.TheoremPreconditionWarning, match=r"count_frac·q·d/b = 0.125"):
         recover(np.zeros((1, 96)), 48, 0.125)
 
 
