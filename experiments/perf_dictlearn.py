@@ -283,9 +283,10 @@ def report(m, quick):
         "|v_i| lies within (1 ± τ∞)·a/b, so (1 − τ∞)·max > (1 + τ∞)·min rejects without the ℓ1 sum), then sums "
         "|v| in four independent partial sums (one dependent chain is add-latency bound) and tests "
         "|b·|v_i| − a| > τ∞·a without a division. Its verdicts equal the literal NumPy twin's, including blocks "
-        "placed 1e-7 inside and outside the tolerance band (`tests/test_dictlearn.py`). With two threads it reads "
-        "samples at a rate close to the read half of the copy traffic, so more arithmetic tuning would gain "
-        "little.",
+        "placed 1e-7 inside and outside the tolerance band (`tests/test_dictlearn.py`). On all threads it reads "
+        f"samples at {m['screen_all_gbs'] / (m['copy_numba_all_gbs'] / 2):.0%} of the rate at which the Numba copy on "
+        "the same threads reads its source, so it is close to memory-bound there and more arithmetic tuning "
+        "would gain little.",
         "",
         f"Reproduce: `{cmd}` (writes results/perf_dictlearn{'_quick' if quick else ''}.csv and .md; "
         "`--report-only` rebuilds the .md from the .csv).",
