@@ -235,3 +235,47 @@ def hamming_rows(keys, ref):
             dist += _popcount(keys[i, w] ^ ref[w])
         out[i] = dist
     return out
+
+
+@njit(cache=True, nogil=True)
+def unpack_bits(words, nbits):
+    """Packed rows (n, W) uint64 → (n, nbits) int8 in {−1, +1} (bit i set ↔ +1)."""
+    n = words.shape[0]
+    out = np.empty((n, nbits), dtype=np.int8)
+    for r in range(n):
+        for i in range(nbits):
+            out[r, i] = 1 if (words[r, i >> 6] >> np.uint64(i & 63)) & _ONE else -1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def majority_bits(words, order, starts, nbits):
+    """Per-entry majority vote of the packed ±1 rows ``words[order[starts[g]:starts[g+1]]]``.
+
+    Returns (n_groups, nbits) int8: the sign of the sum of each entry over the group's rows, and on
+    a tie the entry of the group's first row (THEORY.md §6.2 step 8).
+    """
+    G = starts.shape[0] - 1
+    out = np.empty((G, nbits), dtype=np.int8)
+    cnt = np.empty(nbits, dtype=np.int64)
+    for g in range(G):
+        s = starts[g]
+        e = starts[g + 1]
+        for i in range(nbits):
+            cnt[i] = 0
+        for x in range(s, e):
+            r = order[x]
+            for i in range(nbits):
+                if (words[r, i >> 6] >> np.uint64(i & 63)) & _ONE:
+                    cnt[i] += 1
+        r0 = order[s]
+        m = e - s
+        for i in range(nbits):
+            v = 2 * cnt[i] - m
+            if v > 0:
+                out[g, i] = 1
+            elif v < 0:
+                out[g, i] = -1
+            else:
+                out[g, i] = 1 if (words[r0, i >> 6] >> np.uint64(i & 63)) & _ONE else -1
+    return out

@@ -379,12 +379,7 @@ def _representatives(comp, weight):
 
 def _unpack(words, nbits):
     """Packed rows (n, W) uint64 → (n, nbits) int8 in {−1, +1}."""
-    n = words.shape[0]
-    out = np.empty((n, nbits), dtype=np.int8)
-    for i in range(nbits):
-        bit = (words[:, i >> 6] >> np.uint64(i & 63)) & np.uint64(1)
-        out[:, i] = np.where(bit == 1, 1, -1)
-    return out
+    return K.unpack_bits(np.ascontiguousarray(words, dtype=np.uint64), int(nbits))
 
 
 def _pack(signs):
@@ -584,10 +579,7 @@ def _assemble_columns(rec, b):
     column_support = np.bincount(cinv)
     # records are in (level, sample) order; the stable sort keeps it inside each (column, block)
     order, starts, binv = _group([cinv, rec["blk"].astype(np.int64)])
-    bits = _unpack(rec["pat"][order], b).astype(np.int32)
-    sums = np.add.reduceat(bits, starts[:-1], axis=0)
-    firsts = bits[starts[:-1]]
-    signs = np.where(sums > 0, 1, np.where(sums < 0, -1, firsts)).astype(np.int8)
+    signs = K.majority_bits(np.ascontiguousarray(rec["pat"]), order, starts, b)
     bfirst = order[starts[:-1]]
     bcol = cinv[bfirst]
     ptr = np.zeros(column_matrix.size + 1, dtype=np.int64)

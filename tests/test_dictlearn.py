@@ -435,8 +435,25 @@ def test_levels_keep_chain_and_level_one_unchanged(demo):
 def test_warm_up_compiles_every_kernel():
     DL.warm_up()
     for name in ("screen_blocks", "parse_blocks", "merge_buckets", "find_roots", "hamming_rows",
-                 "first_nonfinite"):
+                 "first_nonfinite", "unpack_bits", "majority_bits"):
         assert getattr(K, name).signatures, name
+
+
+def test_majority_bits_matches_numpy_vote():
+    """Per-entry majority over each group's packed rows, ties broken by the group's first row."""
+    rng = np.random.default_rng(11)
+    n, nbits = 300, 70
+    signs = rng.choice(np.array([-1, 1], dtype=np.int8), size=(n, nbits))
+    words = DL._pack(signs)
+    np.testing.assert_array_equal(K.unpack_bits(words, nbits), signs)
+    order = rng.permutation(n).astype(np.int64)
+    starts = np.concatenate([[0], np.sort(rng.choice(np.arange(1, n), 40, replace=False)), [n]]).astype(np.int64)
+    got = K.majority_bits(words, order, starts, nbits)
+    for g in range(starts.size - 1):
+        rows = signs[order[starts[g]:starts[g + 1]]].astype(np.int64)
+        tot = rows.sum(axis=0)
+        np.testing.assert_array_equal(got[g], np.where(tot > 0, 1, np.where(tot < 0, -1, rows[0])))
+    assert np.any(np.diff(starts) % 2 == 0)          # even-sized groups: ties are exercised
 
 
 def test_sparse_level_equals_dense_screening():
