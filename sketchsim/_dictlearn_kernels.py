@@ -118,6 +118,18 @@ def screen_blocks(r0_, r1_, Y, b, nbits, tol, status):
 
 
 @njit(cache=True, nogil=True)
+def _pack_word(y, r0, n, w, ref):
+    """Word w of the packed signs of ref·y[r0 : r0+n] (bit i set ↔ ref·sign(y[r0+i]) = +1)."""
+    word = np.uint64(0)
+    lo = 64 * w
+    hi = min(n, lo + 64)
+    for i in range(lo, hi):
+        if _sgn(y[r0 + i]) * ref == 1:
+            word |= _ONE << np.uint64(i - lo)
+    return word
+
+
+@njit(cache=True, nogil=True)
 def parse_blocks(r0_, r1_, Y, b, nbits, mag_scale, status, offsets, out_block, out_col, out_sign, out_mag,
                  out_key_m, out_key_s, out_pat):
     """Parse every accepted block of samples [r0_, r1_) (steps 2–5 of THEORY.md §6.2).
@@ -155,19 +167,10 @@ def parse_blocks(r0_, r1_, Y, b, nbits, mag_scale, status, offsets, out_block, o
             out_sign[p] = sg
             out_mag[p] = a * mag_scale
             for w in range(wt):
-                out_key_m[p, w] = 0
-                out_key_s[p, w] = 0
+                out_key_m[p, w] = _pack_word(y, r0 + 2 * t, t, w, m0)
+                out_key_s[p, w] = _pack_word(y, r0, t, w, s0)
             for w in range(wb):
-                out_pat[p, w] = 0
-            for i in range(t):
-                sh = np.uint64(i & 63)
-                if _sgn(y[r0 + 2 * t + i]) * m0 == 1:
-                    out_key_m[p, i >> 6] |= _ONE << sh
-                if _sgn(y[r0 + i]) * s0 == 1:
-                    out_key_s[p, i >> 6] |= _ONE << sh
-            for i in range(b):
-                if _sgn(y[r0 + i]) * sg == 1:
-                    out_pat[p, i >> 6] |= _ONE << np.uint64(i & 63)
+                out_pat[p, w] = _pack_word(y, r0, b, w, sg)
             p += 1
 
 
@@ -279,3 +282,44 @@ def majority_bits(words, order, starts, nbits):
             else:
                 out[g, i] = 1 if (words[r0, i >> 6] >> np.uint64(i & 63)) & _ONE else -1
     return out
+
+
+@njit(cache=True, nogil=True)
+def _key_less(keys, a, c):
+    for w in range(keys.shape[1]):
+        if keys[a, w] != keys[c, w]:
+            return keys[a, w] < keys[c, w]
+    return False
+
+
+@njit(cache=True, nogil=True)
+def group_sorted_primary(primary, keys, order, change):
+    """Stable lexicographic order of rows by (primary, keys[:, 0], …) when ``primary`` is already
+    nondecreasing: each run of equal primary values is insertion-sorted by its packed keys.
+
+    Fills ``order`` (n,) and ``change`` (n,) bool (row order[i] starts a new group).
+    """
+    n = primary.shape[0]
+    s = 0
+    while s < n:
+        e = s + 1
+        while e < n and primary[e] == primary[s]:
+            e += 1
+        for x in range(s, e):
+            r = x
+            z = x
+            while z > s and _key_less(keys, r, order[z - 1]):
+                order[z] = order[z - 1]
+                z -= 1
+            order[z] = r
+        change[s] = True
+        for x in range(s + 1, e):
+            a = order[x - 1]
+            c = order[x]
+            diff = False
+            for w in range(keys.shape[1]):
+                if keys[a, w] != keys[c, w]:
+                    diff = True
+                    break
+            change[x] = diff
+        s = e

@@ -322,6 +322,25 @@ def _group(cols):
     return order, starts, inverse
 
 
+_INSERTION_MAX = 256
+"""Longest run of one sample's blocks that :func:`_group_by_sample` insertion-sorts."""
+
+
+def _group_by_sample(samp, keys):
+    """:func:`_group` of ``[samp] + [keys[:, w] for w …]`` for a nondecreasing ``samp``: each sample's
+    few blocks are insertion-sorted by their packed keys (same order, starts and inverse)."""
+    n = samp.shape[0]
+    if n == 0 or np.diff(np.flatnonzero(np.diff(samp, prepend=-1, append=-1))).max() > _INSERTION_MAX:
+        return _group([samp] + [keys[:, w] for w in range(keys.shape[1])])
+    order = np.empty(n, dtype=np.int64)
+    change = np.empty(n, dtype=bool)
+    K.group_sorted_primary(samp, np.ascontiguousarray(keys), order, change)
+    starts = np.append(np.flatnonzero(change), n).astype(np.int64)
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.cumsum(change) - 1
+    return order, starts, inverse
+
+
 def _pack_masks(layout, n_bands):
     """Masks (n_bands, W) splitting the meaningful key bits into interleaved bands.
 
@@ -446,7 +465,7 @@ class _Learner:
 
         # 6. consistency count within each sample: exact keys, then Hamming merge of keys
         keys = np.concatenate([key_m, col.astype(np.uint64)[:, None], key_s], axis=1)
-        order, starts, inv = _group([samp] + [keys[:, w] for w in range(keys.shape[1])])
+        order, starts, inv = _group_by_sample(samp, keys)
         first = order[starts[:-1]]
         ukeys, uctx, ucount = keys[first], samp[first], np.diff(starts).astype(np.float64)
         roots = _merge_within(ukeys, uctx, self.key_masks, self.h)

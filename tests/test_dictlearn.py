@@ -593,3 +593,17 @@ def test_cli_subprocess_contract(tmp_path):
     p = subprocess.run([sys.executable, "-m", "sketchsim", "learn-dictionary", str(inp), "--block-size", "50",
                         "--block-prob", "0.5", "--out", str(out)], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("max_run", [40, 1000])
+def test_group_by_sample_equals_lexsort_grouping(max_run):
+    """The per-sample insertion sort gives _group's lexicographic order, starts and inverse (runs
+    longer than _INSERTION_MAX fall back to _group itself)."""
+    rng = np.random.default_rng(12)
+    samp = np.sort(rng.integers(0, 3000 // max_run, 3000)).astype(np.int64)
+    keys = rng.integers(0, 4, size=(3000, 3)).astype(np.uint64)       # many equal keys
+    keys[::7, 1] = np.uint64(2 ** 63 + 5)                                # words above 2^63 compare unsigned
+    got = DL._group_by_sample(samp, keys)
+    want = DL._group([samp] + [keys[:, w] for w in range(3)])
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
