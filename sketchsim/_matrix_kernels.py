@@ -154,20 +154,51 @@ def _fwht(x):
         for r in range(R):
             for c in range(W):
                 buf[r * W + c] = x[r * C + c0 + c]
-        h = 1
-        while h < R:
-            for i in range(0, R, 2 * h):
-                a = buf[i * W:(i + h) * W]
-                b = buf[(i + h) * W:(i + 2 * h) * W]
-                for j in range(h * W):
-                    u = a[j]
-                    v = b[j]
-                    a[j] = u + v
-                    b[j] = u - v
-            h *= 2
+        _radix_stages(buf, R * W, W, 1)
         for r in range(R):
             for c in range(W):
                 x[r * C + c0 + c] = buf[r * W + c]
+
+
+@njit(cache=True, nogil=True)
+def _radix_stages(x, n, W, h):
+    """The FWHT stages of stride h·W, 2h·W, … < n over x[:n] (x viewed as rows of W entries).
+
+    Two stages per pass (radix 4) where possible, then one radix-2 stage: the same additions on the
+    same operands as stage-by-stage radix 2, so the result is bit-identical, with half the passes.
+    """
+    while 4 * h * W <= n:
+        m = h * W
+        for i in range(0, n, 4 * m):
+            p0 = x[i:i + m]
+            p1 = x[i + m:i + 2 * m]
+            p2 = x[i + 2 * m:i + 3 * m]
+            p3 = x[i + 3 * m:i + 4 * m]
+            for j in range(m):
+                u0 = p0[j]
+                u1 = p1[j]
+                u2 = p2[j]
+                u3 = p3[j]
+                a0 = u0 + u1
+                a1 = u0 - u1
+                a2 = u2 + u3
+                a3 = u2 - u3
+                p0[j] = a0 + a2
+                p2[j] = a0 - a2
+                p1[j] = a1 + a3
+                p3[j] = a1 - a3
+        h *= 4
+    while h * W < n:
+        m = h * W
+        for i in range(0, n, 2 * m):
+            a = x[i:i + m]
+            b = x[i + m:i + 2 * m]
+            for j in range(m):
+                u = a[j]
+                v = b[j]
+                a[j] = u + v
+                b[j] = u - v
+        h *= 2
 
 
 @njit(cache=True, nogil=True)
@@ -214,17 +245,7 @@ def _fwht_small(x):
         x[i + 6] = b2 - b6
         x[i + 3] = b3 + b7
         x[i + 7] = b3 - b7
-    h = 8
-    while h < d:
-        for i in range(0, d, 2 * h):
-            a = x[i:i + h]
-            b = x[i + h:i + 2 * h]
-            for j in range(h):
-                u = a[j]
-                v = b[j]
-                a[j] = u + v
-                b[j] = u - v
-        h *= 2
+    _radix_stages(x, d, 1, 8)
 
 
 @njit(cache=True, nogil=True)
