@@ -1034,8 +1034,8 @@ def analyze(df):
                   "column's own block count varies: with q·d/b = 12, P(Bin(200, 0.06) < 9.6) ≈ 0.24 of the columns "
                   "can never reach the threshold (the paper's 0.8 presumes q·d/b large enough to concentrate). The "
                   "library default count_frac = 0.5 (threshold 6 blocks there, P(Bin(200, 0.06) < 6) ≈ 0.02) is "
-                  "chosen from the threshold and phase studies below: it recovers more in every cell with no "
-                  "spurious or wrong-block column."]
+                  "chosen from the threshold and phase studies below: it recovers at least as much in every cell "
+                  "(both recover nothing where the rate is 0) with no spurious or wrong-block column."]
         if not ok:
             problems.append(f"recovery rate {mgap:+.3f} below the block-counting prediction")
     ref = _study(df, "qk")
