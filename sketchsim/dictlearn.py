@@ -475,11 +475,14 @@ class _Learner:
         cert_blocks = np.flatnonzero(certified[block_group])
         cert_groups = np.flatnonzero(certified)
 
-        # 7. cluster certified groups by matrix signature; labels shared across levels
-        g_rep_row = first[grep[cert_groups]]            # a block row carrying the group's rep key
-        g_sig = key_m[g_rep_row]
-        g_col = col[g_rep_row]
+        # the key of a certified group: per-bit majority over its blocks (ties: the representative
+        # key, the most frequent one), so that no single flipped copy decides a bit
+        g_key = self._consensus(keys, block_group, cert_blocks, certified, first[grep])
+        g_sig = np.ascontiguousarray(g_key[:, :self.wt])
+        g_col = g_key[:, self.wt].astype(np.int64)
         g_weight = gcount[cert_groups]
+
+        # 7. cluster certified groups by matrix signature; labels shared across levels
         n_before = self.registry.shape[0]
         g_label = self._label(g_sig, g_weight)
         label_of_group = np.full(gcount.size, -1, dtype=np.int64)
@@ -487,14 +490,17 @@ class _Learner:
         col_of_group = np.full(gcount.size, -1, dtype=np.int64)
         col_of_group[cert_groups] = g_col
 
-        # blocks merged into a group under a different key (a flipped entry within hamming_tol) are
+        # blocks whose key differs from their group's (a flipped entry within hamming_tol) are
         # rebuilt from the group's key and their own parity bits, so the flip does not reach R̂
-        rep_row = first[grep[block_group[cert_blocks]]]
+        gidx = np.full(gcount.size, -1, dtype=np.int64)
+        gidx[cert_groups] = np.arange(cert_groups.size)
+        own = g_key[gidx[block_group[cert_blocks]]]
         cert_pat = pat[cert_blocks]
-        moved = np.flatnonzero(np.any(keys[cert_blocks] != keys[rep_row], axis=1))
+        moved = np.flatnonzero(np.any(keys[cert_blocks] != own, axis=1))
         if moved.size:
-            r = rep_row[moved]
-            cert_pat[moved] = self._rebuild(cert_pat[moved], key_m[r], col[r], key_s[r])
+            gk = own[moved]
+            cert_pat[moved] = self._rebuild(cert_pat[moved], gk[:, :self.wt], gk[:, self.wt].astype(np.int64),
+                                            gk[:, self.wt + 1:])
 
         rec = {
             "sample": sample_ids[samp[cert_blocks]],
@@ -517,6 +523,23 @@ class _Learner:
                     n_new_matrices=int(self.registry.shape[0] - n_before), n_columns=int(n_cols_here),
                     n_coefficients=int(coef["value"].size), time_s=time.perf_counter() - t0)
         return rec, coef, info
+
+    def _consensus(self, keys, block_group, cert_blocks, certified, rep_row_of_group):
+        """(n_certified_groups, W) packed keys: the per-bit majority of each certified group's
+        block keys, ties broken by the group's representative key (its heaviest unique key)."""
+        cert_groups = np.flatnonzero(certified)
+        if cert_groups.size == 0:
+            return np.zeros((0, keys.shape[1]), dtype=np.uint64)
+        # members grouped, the representative row first in each group (majority_bits breaks ties
+        # by a group's first row)
+        grp = block_group[cert_blocks]
+        not_rep = cert_blocks != rep_row_of_group[grp]
+        order = cert_blocks[np.lexsort((not_rep, grp))].astype(np.int64)
+        grp = block_group[order]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(grp)) + 1, [grp.size]]).astype(np.int64)
+        nbits = 64 * keys.shape[1]
+        bits = K.majority_bits(np.ascontiguousarray(keys), order, starts, nbits)
+        return _pack(bits)
 
     def _rebuild(self, pat, key_m, col, key_s):
         """True blocks (b_s·σ̂_s | f_c·Enc(j, b_m, b_s) | b_m·σ̂_m) from packed keys and the parity

@@ -351,6 +351,38 @@ def test_noise_only_samples_certify_nothing(demo):
     np.testing.assert_array_equal(both.column_block_sign, base.column_block_sign)
 
 
+def test_group_key_is_the_bitwise_majority_not_a_tied_representative():
+    """Three blocks of one column in one sample, each key seen once: A flips σ_s[i], B is clean, C
+    flips σ_s[k]. A–B–C is one component (distance 1 through B); its keys tie on count and A's is
+    the lexicographically smallest, so taking the representative key would write A's flip into
+    every block. The per-bit majority keeps every entry of R."""
+    rng = np.random.default_rng(9)
+    op = ss.MatrixBank(D, "block-sparse", 77, block_size=B, block_prob=Q).get(ss.tuple_name(1))
+    for j in rng.permutation(D):
+        truth = _true_blocks(op, int(j))
+        if len(truth) >= 3:
+            break
+    rows = sorted(truth)[:3]
+    x = np.zeros((1, D))
+    x[0, j] = 0.6
+    Y = op.apply(x)
+    keep = np.zeros(D, dtype=bool)
+    for ell in rows:
+        keep[ell * B:(ell + 1) * B] = True
+    Y[0, ~keep] = 0.0                                      # only the three blocks are nonzero
+    ref_s = truth[rows[0]][:T] * truth[rows[0]][0]         # canonical σ̂_s of column j
+    plus = [i for i in range(1, T) if ref_s[i] == 1]       # a flip there lowers the key
+    i, k = plus[0], plus[1]
+    Y[0, rows[0] * B + i] *= -1                            # block A
+    Y[0, rows[2] * B + k] *= -1                            # block C
+    res = recover(Y, B, Q, hamming_tol=1, count_frac=3 / (Q * D / B))
+    assert res.n_columns == 1 and res.column_index[0] == j
+    got_rows, signs = res.column_blocks(0)
+    assert got_rows.tolist() == rows
+    for ell, sg in zip(got_rows.tolist(), signs):
+        np.testing.assert_array_equal(sg, truth[ell])
+
+
 def test_hamming_tolerance_absorbs_single_flipped_entries():
     """Blocks with one flipped entry (σ_s, j or σ_m bit) split a sample's count when hamming_tol=0
     and are merged back with hamming_tol=1; rebuilding them from the group's key (and the vote)
