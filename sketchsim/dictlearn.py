@@ -22,9 +22,11 @@ The algorithm, with L = ⌈log2 d⌉ and t = b/3 (0-based indices, block ℓ = r
    ``hamming_tol``); each cluster is one recovered matrix, labelled 0, 1, … by decreasing number of
    certified blocks. A recovered column is a distinct (matrix label, j).
 8. **Columns**: every block ever certified for a column, by per-entry majority vote over its
-   certified copies (ties: the earliest copy). A copy merged into its group under a different key
-   (a flipped entry within ``hamming_tol``) is first rebuilt from the group's key and its own
-   parity bits, (b_s·σ̂_s | f_c·Enc(j, b_m, b_s) | b_m·σ̂_m). Other blocks stay 0.
+   certified copies (ties: the earliest copy). A certified group's key is the per-bit majority of
+   its blocks' keys (ties: its most frequent key, the first in key order among equals), so one
+   flipped copy never decides a bit; a copy whose key differs from it (a flipped entry within
+   ``hamming_tol``) is first rebuilt from the group's key and its own parity bits,
+   (b_s·σ̂_s | f_c·Enc(j, b_m, b_s) | b_m·σ̂_m). Other blocks stay 0.
 9. **Coefficients**: x̂⁽ᵏ⁾_(i,j) = sign · median of the block magnitudes, for the (sample, matrix,
    column) triples certified in that sample; all others are 0.
 10. **Recursion** (``levels`` > 1): each nonzero x̂⁽ᵏ⁾_i ∈ R^d becomes a sample of the next level,
@@ -526,20 +528,30 @@ class _Learner:
 
     def _consensus(self, keys, block_group, cert_blocks, certified, rep_row_of_group):
         """(n_certified_groups, W) packed keys: the per-bit majority of each certified group's
-        block keys, ties broken by the group's representative key (its heaviest unique key)."""
+        block keys, ties broken by the group's representative key (its heaviest unique key).
+
+        Only groups holding more than one distinct key need the vote; the others keep their key.
+        """
         cert_groups = np.flatnonzero(certified)
-        if cert_groups.size == 0:
-            return np.zeros((0, keys.shape[1]), dtype=np.uint64)
+        out = keys[rep_row_of_group[cert_groups]]
+        grp = block_group[cert_blocks]
+        differs = np.any(keys[cert_blocks] != keys[rep_row_of_group[grp]], axis=1)
+        if not differs.any():
+            return out
+        mixed = np.zeros(block_group.max() + 1, dtype=bool)
+        mixed[grp[differs]] = True
+        sel = cert_blocks[mixed[grp]]
+        grp = block_group[sel]
         # members grouped, the representative row first in each group (majority_bits breaks ties
         # by a group's first row)
-        grp = block_group[cert_blocks]
-        not_rep = cert_blocks != rep_row_of_group[grp]
-        order = cert_blocks[np.lexsort((not_rep, grp))].astype(np.int64)
+        not_rep = sel != rep_row_of_group[grp]
+        order = sel[np.lexsort((not_rep, grp))].astype(np.int64)
         grp = block_group[order]
         starts = np.concatenate([[0], np.flatnonzero(np.diff(grp)) + 1, [grp.size]]).astype(np.int64)
-        nbits = 64 * keys.shape[1]
-        bits = K.majority_bits(np.ascontiguousarray(keys), order, starts, nbits)
-        return _pack(bits)
+        bits = K.majority_bits(np.ascontiguousarray(keys), order, starts, 64 * keys.shape[1])
+        pos = np.searchsorted(cert_groups, grp[starts[:-1]])
+        out[pos] = _pack(bits)
+        return out
 
     def _rebuild(self, pat, key_m, col, key_s):
         """True blocks (b_s·σ̂_s | f_c·Enc(j, b_m, b_s) | b_m·σ̂_m) from packed keys and the parity
