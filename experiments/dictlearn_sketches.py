@@ -48,6 +48,8 @@ import numpy as np
 import sketchsim as ss
 from sketchsim._validation import TheoremPreconditionWarning, min_block_size
 from sketchsim.dictlearn import DEFAULTS, recover
+from experiments.thm1_attributes import md_table
+from experiments.thm4_dictlearn import PAPER_COUNT_FRAC, _num
 
 NAME = "dictlearn_sketches"
 TITLE = "Dictionary learning from sketches (the real setting)"
@@ -63,8 +65,8 @@ NET_SEED = {1: 1, 2: 0}
 """Seed of the fixed network per depth: depth 1 → 3 objects in modules L2M0 (1) and L2M1 (2);
 depth 2 → 6 objects, modules L2M1, L3M1, L3M0."""
 ATTR_DIM = 2
-SETTINGS = {"d": (DEFAULTS["hypercube_tol"], DEFAULTS["count_frac"]), "c80": (0.3, 0.8), "t50": (0.5, 0.8),
-            "t70": (0.7, 0.8), "t50c50": (0.5, 0.5)}
+SETTINGS = {"d": (DEFAULTS["hypercube_tol"], DEFAULTS["count_frac"]), "c80": (0.3, PAPER_COUNT_FRAC),
+            "t50": (0.5, 0.8), "t70": (0.7, 0.8), "t50c50": (0.5, 0.5)}
 """Threshold settings evaluated in every run: suffix → (hypercube_tol, count_frac)."""
 
 PROFILES = {
@@ -245,20 +247,6 @@ def warm_up():
 FIGURES = ["dictlearn_sketches_d.png", "dictlearn_sketches_S.png"]
 LABELS = {"d": f"defaults (τ∞ {SETTINGS['d'][0]}, count {SETTINGS['d'][1]})", "c80": "τ∞ 0.3, count 0.8 (paper)",
           "t50": "τ∞ 0.5, count 0.8", "t70": "τ∞ 0.7, count 0.8", "t50c50": "τ∞ 0.5, count 0.5"}
-
-
-def _num(v):
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return str(int(f)) if f.is_integer() else f"{f:g}"
-
-
-def md_table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def _main(df):

@@ -116,9 +116,8 @@ PROFILES = {
 }
 
 
-def skip(params):
-    if params.get("part") not in ("i", "ii", "iii", "hist"):
-        return True, f"unknown part {params.get('part')!r}"
+def family_skip(params):
+    """(skip, reason) for a (family, d) this experiment cannot build (shared with Theorem 3)."""
     fam, d = params["family"], int(params["d"])
     if fam == "hadamard" and d & (d - 1):
         return True, "hadamard needs d a power of two"
@@ -127,6 +126,12 @@ def skip(params):
     if fam in ("haar", "gaussian") and d > 2048:
         return True, "dense families are limited to d ≤ 2048 here"
     return False, ""
+
+
+def skip(params):
+    if params.get("part") not in ("i", "ii", "iii", "hist"):
+        return True, f"unknown part {params.get('part')!r}"
+    return family_skip(params)
 
 
 def warm_up():

@@ -96,18 +96,12 @@ def _feasible(n, w, h):
 
 
 def skip(params):
-    fam, d, h = params["family"], int(params["d"]), int(params["depth"])
+    h = int(params["depth"])
     if h not in (2, 3):
         return True, "depth must be 2 or 3"
     if not _feasible(int(params["n"]), float(params["w"]), h):
         return True, "n objects of weight w* do not fit in one input list (Σw ≤ 1)"
-    if fam == "hadamard" and d & (d - 1):
-        return True, "hadamard needs d a power of two"
-    if fam == "block-sparse" and d % int(params.get("b", BS_B)):
-        return True, "block-sparse needs d a multiple of b"
-    if fam in ("haar", "gaussian") and d > 2048:
-        return True, "dense families are limited to d ≤ 2048 here"
-    return False, ""
+    return family_skip(params)
 
 
 def warm_up():
@@ -122,7 +116,7 @@ def theory(params):
 
 # shared with Theorem 2 (same block-sparse defaults BS_B, BS_Q): bank per run, nonnegative unit
 # vectors, object specs, one BLAS thread per run
-from experiments.thm2_similarity import _bank, _obj, _one_blas_thread, _unit_nonneg  # noqa: E402
+from experiments.thm2_similarity import _bank, _obj, _one_blas_thread, _unit_nonneg, family_skip  # noqa: E402
 
 
 def summary_graph(n, w, h, rng):

@@ -65,6 +65,7 @@ import numpy as np
 import sketchsim as ss
 from sketchsim._validation import TheoremPreconditionWarning, min_block_size
 from sketchsim.dictlearn import DEFAULTS, recover
+from experiments.thm1_attributes import md_table
 
 NAME = "thm4_dictlearn"
 TITLE = "Theorem 4 — recursable dictionary learning (own setting)"
@@ -723,12 +724,6 @@ def _defaults_mask(df):
             col = df[f"p_{k}"]
             m &= (col.isna() | (col == v)).to_numpy()
     return m
-
-
-def md_table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def fig_link(name):

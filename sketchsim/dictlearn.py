@@ -239,20 +239,24 @@ class DictionaryResult:
 
 
 # ----------------------------------------------------------------------------------- validation
-def _check_samples(samples):
+def _check_samples(samples, name="samples", shape="(S, d)", rows=None):
+    """``samples`` as a C-contiguous finite float64 array of shape ``shape`` (with ``rows`` rows if
+    given), or a ValueError naming ``name``, the rule and the value (first non-finite entry)."""
     try:
         Y = np.asarray(samples, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"samples must be a numeric array of shape (S, d); got {type(samples).__name__}") from None
+        raise ValueError(f"{name} must be a numeric array of shape {shape}; got {type(samples).__name__}") from None
     if Y.ndim != 2:
-        raise ValueError(f"samples must be a 2-D array of shape (S, d); got shape {Y.shape}")
+        raise ValueError(f"{name} must be a 2-D array of shape {shape}; got shape {Y.shape}")
+    if rows is not None and Y.shape[0] != rows:
+        raise ValueError(f"{name} must have one row per sketch (S={rows}); got {Y.shape[0]} rows")
     Y = np.ascontiguousarray(Y)
     bad = np.empty(Y.shape[0], dtype=np.int64)
     run_rows(K.first_nonfinite, Y.shape[0], Y.size, Y, bad)
     if np.any(bad >= 0):
         k = int(np.flatnonzero(bad >= 0)[0])
         i = int(bad[k])
-        raise ValueError(f"samples must be finite; got {float(Y[k, i])!r} at row {k}, column {i}")
+        raise ValueError(f"{name} must be finite; got {float(Y[k, i])!r} at row {k}, column {i}")
     return Y
 
 

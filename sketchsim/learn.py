@@ -68,7 +68,7 @@ from scipy.optimize import least_squares, nnls
 
 from ._rng import check_random_state
 from ._validation import TheoremPreconditionWarning, check_choice, check_int
-from .dictlearn import recover
+from .dictlearn import _check_samples, recover
 from .graph import Graph
 from .matrices import MatrixBank, parse_name
 from .sketch import sketch_batch
@@ -808,21 +808,6 @@ class LearnedNetwork:
 
 
 # ============================================================================ the learner
-def _check_2d(name, arr, rows=None):
-    try:
-        X = np.asarray(arr, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric 2-D array; got {type(arr).__name__}") from None
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape (S, …); got shape {X.shape}")
-    if rows is not None and X.shape[0] != rows:
-        raise ValueError(f"{name} must have one row per sketch (S={rows}); got {X.shape[0]} rows")
-    if not np.all(np.isfinite(X)):
-        bad = float(X[~np.isfinite(X)].flat[0])
-        raise ValueError(f"{name} must be finite; got {bad!r}")
-    return X
-
-
 def _type_matrices(res, S, max_attr_dim):
     """Step 2: (kind, columns, n_certified, positive_fraction, note) per label."""
     out = []
@@ -925,12 +910,12 @@ def learn_from_sketches(inputs, outputs, sketches, block_size, block_prob, *, in
         message names it, the rule and the value), or an invalid (b, q, d) (from ``recover``).
     """
     t_start = time.perf_counter()
-    Y = _check_2d("sketches", sketches)
+    Y = _check_samples(sketches, "sketches")
     S, d = Y.shape
     if S < 2:
         raise ValueError(f"sketches must hold at least 2 samples; got {S}")
-    U = _check_2d("inputs", inputs, rows=S)
-    out_arr = None if outputs is None else _check_2d("outputs", outputs, rows=S)
+    U = _check_samples(inputs, "inputs", "(S, n_inputs)", rows=S)
+    out_arr = None if outputs is None else _check_samples(outputs, "outputs", "(S, n_outputs)", rows=S)
     n_in = U.shape[1]
     if input_dims is None:
         dims = (n_in,)
