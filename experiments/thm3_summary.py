@@ -20,9 +20,7 @@ P(round(n̂) = n) ≈ erf(1/(2√2·σ)).
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
 
 import numpy as np
 
@@ -116,7 +114,8 @@ def theory(params):
 
 # shared with Theorem 2 (same block-sparse defaults BS_B, BS_Q): bank per run, nonnegative unit
 # vectors, object specs, one BLAS thread per run
-from experiments.thm2_similarity import _bank, _obj, _one_blas_thread, _unit_nonneg, family_skip  # noqa: E402
+from experiments.thm2_similarity import (_bank, _fmt, _obj, _one_blas_thread, _quiet,  # noqa: E402
+                                         _unit_nonneg, family_skip)
 
 
 def summary_graph(n, w, h, rng):
@@ -150,15 +149,6 @@ def summary_graph(n, w, h, rng):
     if not np.all(ew == w) or any(g.depth(t) != h for t in targets):
         raise AssertionError(f"effective weights {ew} / depths are not exactly w*={w}, h={h}")
     return g, targets
-
-
-@contextlib.contextmanager
-def _quiet(bank):
-    """Deliberate small block-sparse banks (tests) sit below q·d/b = 4: silence that warning only."""
-    with warnings.catch_warnings():
-        if bank.family == "block-sparse":
-            warnings.simplefilter("ignore", ss.TheoremPreconditionWarning)
-        yield
 
 
 def run_one(params, rng):
@@ -207,17 +197,6 @@ def _run_one(params, rng):
 
 
 # ============================================================================ analysis
-def _fmt(v, digits=3):
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "—"
-    if v == 0:
-        return "0"
-    a = abs(v)
-    if a >= 1e4 or a < 1e-3:
-        return f"{v:.{digits - 1}e}"
-    return f"{v:.{digits}g}"
-
-
 def _prep(df):
     if not len(df) or "p_family" not in df.columns:
         return df.iloc[0:0]

@@ -759,8 +759,6 @@ def _pivot_median(sub, row, col, val):
 
 
 def _heatmap(ax, piv, title, xlabel, ylabel, theory=None, level=0.9):
-    import matplotlib.pyplot as plt  # noqa: F401
-
     Z = piv.to_numpy(dtype=float)
     im = ax.imshow(Z, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(piv.shape[1]), [_num(c) for c in piv.columns])
