@@ -483,7 +483,7 @@ class _Learner:
 
         # the key of a certified group: per-bit majority over its blocks (ties: the representative
         # key, the most frequent one), so that no single flipped copy decides a bit
-        g_key = self._consensus(keys, block_group, cert_blocks, certified, first[grep])
+        g_key = self._consensus(keys, block_group, cert_blocks, cert_groups, first[grep])
         g_sig = np.ascontiguousarray(g_key[:, :self.wt])
         g_col = g_key[:, self.wt].astype(np.int64)
         g_weight = gcount[cert_groups]
@@ -491,16 +491,13 @@ class _Learner:
         # 7. cluster certified groups by matrix signature; labels shared across levels
         n_before = self.registry.shape[0]
         g_label = self._label(g_sig, g_weight)
-        label_of_group = np.full(gcount.size, -1, dtype=np.int64)
-        label_of_group[cert_groups] = g_label
-        col_of_group = np.full(gcount.size, -1, dtype=np.int64)
-        col_of_group[cert_groups] = g_col
 
         # blocks whose key differs from their group's (a flipped entry within hamming_tol) are
         # rebuilt from the group's key and their own parity bits, so the flip does not reach R̂
         gidx = np.full(gcount.size, -1, dtype=np.int64)
         gidx[cert_groups] = np.arange(cert_groups.size)
-        own = g_key[gidx[block_group[cert_blocks]]]
+        gi = gidx[block_group[cert_blocks]]                 # certified group of each certified block
+        own = g_key[gi]
         cert_pat = pat[cert_blocks]
         moved = np.flatnonzero(np.any(keys[cert_blocks] != own, axis=1))
         if moved.size:
@@ -510,8 +507,8 @@ class _Learner:
 
         rec = {
             "sample": sample_ids[samp[cert_blocks]],
-            "label": label_of_group[block_group[cert_blocks]],
-            "col": col_of_group[block_group[cert_blocks]],
+            "label": g_label[gi],
+            "col": g_col[gi],
             "blk": blk[cert_blocks],
             "sign": sgn[cert_blocks],
             "mag": mag[cert_blocks],
@@ -530,13 +527,12 @@ class _Learner:
                     n_coefficients=int(coef["value"].size), time_s=time.perf_counter() - t0)
         return rec, coef, info
 
-    def _consensus(self, keys, block_group, cert_blocks, certified, rep_row_of_group):
+    def _consensus(self, keys, block_group, cert_blocks, cert_groups, rep_row_of_group):
         """(n_certified_groups, W) packed keys: the per-bit majority of each certified group's
         block keys, ties broken by the group's representative key (its heaviest unique key).
 
         Only groups holding more than one distinct key need the vote; the others keep their key.
         """
-        cert_groups = np.flatnonzero(certified)
         out = keys[rep_row_of_group[cert_groups]]
         grp = block_group[cert_blocks]
         differs = np.any(keys[cert_blocks] != keys[rep_row_of_group[grp]], axis=1)
