@@ -259,7 +259,7 @@ def _main(df):
 def figures(df, outdir):
     import matplotlib.pyplot as plt
 
-    from sketchsim.plots import band_plot, new_figure, save_figure
+    from sketchsim.harness.plots import band_plot, new_figure, save_figure
 
     paths = []
     main = _main(df)

@@ -225,7 +225,7 @@ def analyze(df):
 def figures(df, outdir):
     import pandas as pd
 
-    from sketchsim.plots import band_plot, new_figure, reference_line, save_figure
+    from sketchsim.harness.plots import band_plot, new_figure, reference_line, save_figure
 
     sub = _rows(df)
     if not len(sub):

@@ -30,7 +30,7 @@ RESULTS = os.path.join(ROOT, "results")
 
 _CHILD = """
 import sys
-from sketchsim.verify import verify
+from sketchsim.harness.verify import verify
 verify(profile=sys.argv[1], jobs=int(sys.argv[2]), executor="processes", results_dir=sys.argv[3],
        figures_dir=sys.argv[4], quiet=True, out=lambda *a: None)
 """
@@ -48,7 +48,7 @@ def timed_verify(profile, jobs):
 
 _CHILD_RUN = """
 import sys
-from sketchsim.sweep import run_sweep
+from sketchsim.harness.sweep import run_sweep
 run_sweep(sys.argv[1], profile=sys.argv[2], jobs=int(sys.argv[3]), executor="processes",
           results_dir=sys.argv[4], quiet=True)
 """

@@ -176,9 +176,9 @@ def exponent_verdict(est, ci, pred, tol=TOL_EXPONENT):
 
 
 def fit_or_none(y, X, names):
-    """:func:`sketchsim.fitting.fit_power_law`, or None when the rows cannot identify the fit
+    """:func:`sketchsim.harness.fitting.fit_power_law`, or None when the rows cannot identify the fit
     (fewer than 2 distinct values of a variable, or too few rows)."""
-    from sketchsim.fitting import fit_power_law
+    from sketchsim.harness.fitting import fit_power_law
 
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float).reshape(len(y), -1)
@@ -476,7 +476,7 @@ def _ref_weight(sub):
 
 
 def figures(df, outdir):
-    from sketchsim.plots import band_plot, new_figure, reference_line, save_figure
+    from sketchsim.harness.plots import band_plot, new_figure, reference_line, save_figure
 
     paths = []
     qL = lmax_median(ATTR_DIM)

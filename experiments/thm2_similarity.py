@@ -36,7 +36,7 @@ import numpy as np
 import sketchsim as ss
 from sketchsim import decode
 from sketchsim import theory as T
-from sketchsim.fitting import fit_power_law
+from sketchsim.harness.fitting import fit_power_law
 
 NAME = "thm2_similarity"
 TITLE = "Theorem 2 — sketch-to-sketch similarity"

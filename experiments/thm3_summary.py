@@ -27,7 +27,7 @@ import numpy as np
 import sketchsim as ss
 from sketchsim import decode
 from sketchsim import theory as T
-from sketchsim.fitting import fit_power_law
+from sketchsim.harness.fitting import fit_power_law
 
 NAME = "thm3_summary"
 TITLE = "Theorem 3 — summary statistics (frequency and summed attributes)"

@@ -785,7 +785,7 @@ def figures(df, outdir):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from sketchsim.plots import band_plot, new_figure, reference_line, save_figure
+    from sketchsim.harness.plots import band_plot, new_figure, reference_line, save_figure
 
     paths = []
     df = _intify(df)

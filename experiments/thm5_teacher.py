@@ -294,7 +294,7 @@ def analyze(df):
 
 
 def figures(df, outdir):
-    from sketchsim.plots import band_plot, new_figure, reference_line, save_figure
+    from sketchsim.harness.plots import band_plot, new_figure, reference_line, save_figure
 
     paths = []
     if df is None or len(df) == 0:

@@ -134,21 +134,30 @@ def _sweep_args(p):
 
 
 def _add_verify(sub):
-    p = sub.add_parser("verify", help="run every theorem experiment, figures and REPORT.md (the main job)",
-                       description="Runs the experiments of the profile, writes tidy CSVs, figures and "
+    p = sub.add_parser("verify", help="run every study, decide its claims, figures, verdicts.json and REPORT.md "
+                                      "(the main job)",
+                       description="Runs the studies of the profile, writes tidy CSVs, figures, verdicts.json and "
                                    "REPORT.md. Profile full → results/, paper_figs/; quick → results/quick/, "
-                                   "paper_figs/quick/.")
+                                   "paper_figs/quick/; --results-dir DIR → DIR/ and DIR/figures/.")
     p.add_argument("--profile", choices=("quick", "full"), default="quick")
     p.add_argument("--seed", type=int, default=0, help="base seed of the sweeps")
     p.add_argument("--force", action="store_true", help="redo finished runs")
+    p.add_argument("--experiments", default=None, metavar="A,B",
+                   help="only these studies (comma-separated names; default every study)")
+    p.add_argument("--results-dir", default=None, metavar="DIR", help="write tables, verdicts and report here")
+    p.add_argument("--figures-dir", default=None, metavar="DIR", help="write figures here")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="let --profile full write the committed results from a dirty tree (the report says so)")
     _sweep_args(p)
 
 
 def _run_verify(args):
-    from .verify import verify
+    from .harness.verify import parse_experiments, verify
 
     verify(profile=args.profile, jobs=args.jobs, executor=args.executor, scheduler=args.scheduler,
-           seed=args.seed, force=args.force, quiet=args.quiet)
+           seed=args.seed, force=args.force, quiet=args.quiet, results_dir=args.results_dir,
+           figures_dir=args.figures_dir, experiments=parse_experiments(args.experiments),
+           allow_dirty=args.allow_dirty)
 
 
 def _add_run(sub):
@@ -165,8 +174,8 @@ def _add_run(sub):
 
 
 def _run_run(args):
-    from .sweep import run_sweep
-    from .verify import output_dirs
+    from .harness.sweep import run_sweep
+    from .harness.verify import output_dirs
 
     rdir = args.results_dir or output_dirs(args.profile)[0]
     summary = run_sweep(args.experiment, profile=args.profile, grid_overrides=args.grid or None, reps=args.reps,
@@ -183,7 +192,7 @@ def _add_figures(sub):
 
 
 def _run_figures(args):
-    from .verify import make_figures, output_dirs
+    from .harness.verify import make_figures, output_dirs
 
     make_figures(*output_dirs(args.profile))
 
@@ -194,30 +203,45 @@ def _add_report(sub):
 
 
 def _run_report(args):
-    from .verify import output_dirs, write_report
+    from .harness.verify import output_dirs, write_report
 
     write_report(*output_dirs(args.profile), profile=args.profile)
 
 
 def _add_check(sub):
-    p = sub.add_parser("check", help="CI regression: re-run the quick profile and compare with results/baselines.json")
+    p = sub.add_parser("check", help="CI regression: re-run the quick profile and compare claims and numbers with "
+                                     "results/baselines.json")
     p.add_argument("--update-baselines", action="store_true",
                    help="measure the run-to-run spread over --spread-seeds base seeds and rewrite the baselines")
     p.add_argument("--spread-seeds", type=int, default=4, help="base seeds for --update-baselines (default 4)")
+    p.add_argument("--experiments", default=None, metavar="A,B", help="only these studies")
+    p.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                   help="compare a finished quick run of base seed 0 in DIR instead of re-running")
+    p.add_argument("--baselines-dir", default="results", metavar="DIR", help="where baselines.json lives")
+    p.add_argument("--explain", action="store_true",
+                   help="print every checked number with its tolerance, theory band and power, then exit")
     _sweep_args(p)
 
 
 def _run_check(args):
-    from .verify import check, update_baselines
+    from .harness.verify import check, explain, parse_experiments, update_baselines
 
+    exps = parse_experiments(args.experiments)
+    if args.explain:
+        explain(results_root=args.baselines_dir)
+        return
     if args.update_baselines:
         if args.spread_seeds < 2:
             raise ValueError(f"--spread-seeds must be at least 2 to measure a spread; got {args.spread_seeds}")
-        update_baselines(n_seeds=args.spread_seeds, jobs=args.jobs, executor=args.executor, quiet=args.quiet)
+        update_baselines(n_seeds=args.spread_seeds, jobs=args.jobs, executor=args.executor, quiet=args.quiet,
+                         results_root=args.baselines_dir, experiments=exps)
         return
-    problems = check(jobs=args.jobs, executor=args.executor, quiet=args.quiet)
+    if args.from_dir is not None and not os.path.isdir(args.from_dir):
+        raise ValueError(f"--from must be a directory holding a finished quick run; got {args.from_dir!r}")
+    problems = check(jobs=args.jobs, executor=args.executor, quiet=args.quiet, results_root=args.baselines_dir,
+                     experiments=exps, from_dir=args.from_dir)
     if problems:
-        raise _CheckFailed(f"{len(problems)} number(s) moved beyond tolerance (listed above)")
+        raise _CheckFailed(f"{len(problems)} problem(s): claim verdicts changed or numbers moved (listed above)")
 
 
 class _CheckFailed(Exception):

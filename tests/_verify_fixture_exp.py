@@ -10,8 +10,8 @@ import numpy as np
 
 import sketchsim as ss
 from sketchsim import decode
-from sketchsim.fitting import fit_power_law
-from sketchsim.plots import band_plot, new_figure, save_figure
+from sketchsim.harness.fitting import fit_power_law
+from sketchsim.harness.plots import band_plot, new_figure, save_figure
 
 NAME = "verify_fixture"
 TITLE = "Fixture — Theorem 1(i) at depth 2"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import sketchsim.decode as decode_mod
-from sketchsim.sweep import expand_grid, load_experiment, plan_runs, run_seed
+from sketchsim.harness.sweep import expand_grid, load_experiment, plan_runs, run_seed
 
 thm1 = load_experiment("thm1_attributes")      # also makes the top-level experiments/ importable
 erasure = load_experiment("erasure")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sketchsim import sweep
+from sketchsim.harness import sweep
 
 MODULES = ("thm2_similarity", "thm3_summary")
 

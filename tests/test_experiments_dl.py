@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sketchsim.sweep import expand_grid, load_experiment, read_results, run_seed, run_sweep
+from sketchsim.harness.sweep import expand_grid, load_experiment, read_results, run_seed, run_sweep
 
 thm4 = load_experiment("thm4_dictlearn")          # also makes the top-level experiments/ importable
 sketches = load_experiment("dictlearn_sketches")

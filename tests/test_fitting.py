@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sketchsim.fitting import fit_power_law
+from sketchsim.harness.fitting import fit_power_law
 
 
 def test_recovers_known_exponents_with_intervals():

@@ -276,7 +276,7 @@ def test_samples_validation():
 # ----------------------------------------------------------------------------- experiment contract
 @pytest.fixture(scope="module")
 def exp():
-    from sketchsim.sweep import load_experiment
+    from sketchsim.harness.sweep import load_experiment
 
     return load_experiment("thm5_teacher")
 

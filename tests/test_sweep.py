@@ -1,4 +1,4 @@
-"""Tests of sketchsim.sweep: grids, named seeds, shards, resume, failures, executors, SIGKILL.
+"""Tests of sketchsim.harness.sweep: grids, named seeds, shards, resume, failures, executors, SIGKILL.
 
 The experiment under test is ``tests/_sweep_fixture_exp.py`` (NumPy statistics of draws from the
 run's generator; switches ``SWEEP_FIXTURE_FAIL``, ``SWEEP_FIXTURE_SLEEP`` and
@@ -28,8 +28,8 @@ if str(HERE) not in sys.path:
 import _sweep_fixture_exp as fx  # noqa: E402
 
 import sketchsim  # noqa: E402
-from sketchsim import sweep  # noqa: E402
-from sketchsim.sweep import (  # noqa: E402
+from sketchsim.harness import sweep  # noqa: E402
+from sketchsim.harness.sweep import (  # noqa: E402
     available_experiments, expand_grid, load_experiment, merge, parse_grid_overrides, plan_runs,
     read_results, run_id, run_seed, run_sweep)
 
@@ -458,7 +458,7 @@ def test_a_crashed_worker_fails_only_runs_in_flight(tmp_path, monkeypatch):
 _KILL_SCRIPT = """
 import sys
 import _sweep_fixture_exp as fx
-from sketchsim.sweep import run_sweep
+from sketchsim.harness.sweep import run_sweep
 run_sweep(fx, profile="kill", results_dir=sys.argv[1], jobs=int(sys.argv[2]),
           executor=sys.argv[3], quiet=True)
 """

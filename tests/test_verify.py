@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sketchsim import verify as V
+from sketchsim.harness import verify as V
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:

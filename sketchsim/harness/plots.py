@@ -59,7 +59,7 @@ def reference_line(ax, xs, ys, label=None, color="k"):
 
 def save_figure(fig, path):
     """Save as PNG (atomically) and close."""
-    from ._io import atomic_path
+    from .._io import atomic_path
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()

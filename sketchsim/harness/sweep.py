@@ -92,7 +92,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_path
+from .._io import atomic_path
 
 __all__ = [
     "EXECUTORS",
@@ -109,6 +109,7 @@ __all__ = [
     "run_sweep",
     "merge",
     "read_results",
+    "read_failures",
     "provenance",
 ]
 
@@ -139,7 +140,7 @@ _PROVENANCE_COLS = (
 def _experiment_roots():
     """Directories that may hold an ``experiments/`` package: the cwd, then this repository."""
     roots = []
-    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
         root = root.resolve()
         if root not in roots:
             roots.append(root)
@@ -609,7 +610,7 @@ def _process_info():
     if not _PROCESS_INFO:
         import numba
 
-        from . import __version__
+        from .. import __version__
 
         _PROCESS_INFO.update(
             sketchsim_version=__version__, numpy_version=np.__version__,
@@ -927,10 +928,56 @@ def merge(experiment, results_dir="results", run_ids=None):
     rows.sort(key=lambda r: (tuple(_type_rank(r.get(c)) for c in pcols),
                              _type_rank(r.get("rep")), _type_rank(r.get("seed")),
                              str(r.get("run_id", ""))))
-    df = pd.DataFrame.from_records(rows, columns=cols)
+    schema = _schema(rows, cols)
+    df = _typed(pd.DataFrame.from_records(rows, columns=cols), schema)
     if rows:
+        with atomic_path(results_dir / f"{name}.schema.json", suffix=".part") as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(schema, fh, indent=0)
         with atomic_path(results_dir / f"{name}.csv", suffix=".part") as tmp:
             df.to_csv(tmp, index=False, lineterminator="\n")
+    return df
+
+
+def _schema(rows, cols):
+    """{column: "bool" | "int" | "float" | "str"} from the JSON types of the shard values.
+
+    Integers mixed with floats are floats; a column of only missing values is float.
+    """
+    out = {}
+    for c in cols:
+        kinds = set()
+        for r in rows:
+            v = r.get(c)
+            if v is None:
+                continue
+            kinds.add("bool" if isinstance(v, bool) else "int" if isinstance(v, int)
+                      else "float" if isinstance(v, float) else "str")
+        if kinds <= {"int"} and kinds:
+            out[c] = "int"
+        elif kinds <= {"int", "float"}:
+            out[c] = "float"
+        elif kinds == {"bool"}:
+            out[c] = "bool"
+        else:
+            out[c] = "str"
+    return out
+
+
+_PANDAS_TYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "str": "string"}
+
+
+def _typed(df, schema):
+    """Columns cast to the schema's types (nullable integers and booleans keep missing values)."""
+    for c, kind in schema.items():
+        if c in df:
+            col = df[c]
+            if kind == "str":
+                df[c] = col.astype(object).where(col.notna(), None)
+            elif kind == "int" and not col.isna().any():
+                df[c] = col.astype("int64")
+            else:
+                df[c] = col.astype(_PANDAS_TYPES[kind])
     return df
 
 
@@ -940,7 +987,22 @@ def read_results(experiment, results_dir="results"):
 
     results_dir = Path(_check_dir(results_dir))
     name = _results_name(experiment, results_dir)
-    return pd.read_csv(results_dir / f"{name}.csv")
+    path = results_dir / f"{name}.csv"
+    spath = results_dir / f"{name}.schema.json"
+    schema = {}
+    if spath.exists():
+        with open(spath, encoding="utf-8") as fh:
+            schema = json.load(fh)
+    # round_trip: the default C parser may differ from repr() in the last digit on some pandas
+    strs = {c: object for c, k in schema.items() if k == "str"}
+    df = pd.read_csv(path, float_precision="round_trip", dtype=strs or None, keep_default_na=True)
+    return _typed(df, schema)
+
+
+def read_failures(experiment, results_dir="results"):
+    """Rows of ``<results_dir>/<NAME>/failures.csv`` as a list of dicts (empty when absent)."""
+    log = _FailureLog(Path(_check_dir(results_dir)) / str(experiment) / "failures.csv")
+    return list(log.rows.values())
 
 
 # ======================================================================================= sweep

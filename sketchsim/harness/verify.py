@@ -1,0 +1,453 @@
+"""The verification suite: discover the studies, run them, decide every claim, write the report,
+``verdicts.json`` and the CI check.
+
+``sketchsim verify`` = :func:`verify`; ``sketchsim figures`` = :func:`make_figures`; ``sketchsim
+report`` = :func:`write_report`; ``sketchsim check`` = :func:`check`.
+
+A **study** is an experiment module (``experiments/README.md``) that also defines
+``claims(df) -> list[Claim]``; this module knows no study by name: it imports every module of the
+``experiments`` package and keeps those with ``claims``, in the order of their ``ORDER``.
+Verdicts are computed here from the claims by the rules of :mod:`sketchsim.harness.claims`.
+
+Output locations depend on the profile so that a quick run never overwrites the committed
+full-profile results: ``full`` writes ``results/`` and ``paper_figs/``; any other profile P writes
+``results/P/`` and ``paper_figs/P/``; ``results_dir`` (``--results-dir DIR``) overrides both, with
+figures in ``DIR/figures/``.
+
+CI check (``sketchsim check``)
+    Every test of every claim is a checked number. ``results/baselines.json`` holds, per number,
+    the value of the canonical quick run (base seed 0), its spread over several base seeds, a
+    regression tolerance ``max(TOL_SIGMAS·σ, TOL_REL_FLOOR·|value|)`` capped below the value
+    itself (``TOL_CAP·|value|``; for numbers predicted to be 0, capped at the theory band), the
+    theory band of the test, and the verdict of every claim. ``check`` re-runs the quick profile
+    (or reads a finished run with ``from_dir``) and fails when a claim's verdict changed, a
+    number left its regression tolerance, or a number left a theory band it was inside.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import json
+import math
+import os
+import pkgutil
+import platform
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from .._io import atomic_write_text
+from . import claims as C
+from .sweep import _ensure_experiments_importable, load_experiment, provenance, read_results, run_sweep
+
+TOL_SIGMAS = 4.0
+TOL_REL_FLOOR = 0.02
+TOL_CAP = 0.5
+BASELINES_FILE = "baselines.json"
+VERDICTS_FILE = "verdicts.json"
+
+
+def output_dirs(profile, results_root="results", figures_root="paper_figs"):
+    """(results dir, figures dir) of a profile (``full`` → the roots themselves)."""
+    if profile == "full":
+        return results_root, figures_root
+    return os.path.join(results_root, profile), os.path.join(figures_root, profile)
+
+
+# ------------------------------------------------------------------------------------ discovery
+def discover_studies():
+    """Every study of the ``experiments`` package (modules defining ``claims``), in ``ORDER``."""
+    _ensure_experiments_importable()
+    try:
+        pkg = importlib.import_module("experiments")
+    except ModuleNotFoundError:
+        return []
+    mods = []
+    for m in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
+        if m.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"experiments.{m.name}")
+        if callable(getattr(mod, "claims", None)):
+            mods.append(mod)
+    mods.sort(key=lambda mod: (getattr(mod, "ORDER", 1000), mod.NAME))
+    return mods
+
+
+def parse_experiments(text):
+    """``"a,b"`` → ``["a", "b"]`` (``--experiments``); None or empty → None (every study)."""
+    if text is None:
+        return None
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not names:
+        raise ValueError(f"--experiments must list experiment names separated by commas; got {text!r}")
+    return names
+
+
+def _studies(names=None):
+    if names is None:
+        return discover_studies()
+    mods = []
+    for n in names:
+        mod = load_experiment(n)
+        if not callable(getattr(mod, "claims", None)) and not callable(getattr(mod, "analyze", None)):
+            raise ValueError(f"experiment {n!r} is not a study: it defines no claims(df) "
+                             "(see experiments/README.md)")
+        mods.append(mod)
+    return mods
+
+
+def _load(mod, results_dir):
+    path = os.path.join(results_dir, f"{mod.NAME}.csv")
+    if not os.path.exists(path):
+        raise ValueError(f"results of {mod.NAME!r} must exist before figures/report: {path} is missing "
+                         f"(run `sketchsim run {mod.NAME}` or `sketchsim verify`)")
+    return read_results(mod.NAME, results_dir)
+
+
+def _dirs(profile, results_dir=None, figures_dir=None):
+    rdir, fdir = output_dirs(profile)
+    if results_dir is not None:
+        rdir = results_dir
+        fdir = figures_dir or os.path.join(results_dir, "figures")
+    elif figures_dir is not None:
+        fdir = figures_dir
+    return rdir, fdir
+
+
+def _check_clean(profile, allow_dirty, results_dir):
+    """Full-profile results written into the committed tree must come from a clean commit."""
+    prov = provenance()
+    dirty = prov.get("git_dirty") is True
+    if profile == "full" and results_dir is None and dirty and not allow_dirty:
+        raise ValueError("verify --profile full writes the committed results and refuses a dirty tree "
+                         "(git status shows uncommitted changes): commit first, or pass --allow-dirty "
+                         "to mark the report as written from a dirty tree")
+    return prov
+
+
+# ------------------------------------------------------------------------------------ verify
+def verify(profile="quick", jobs=1, executor=None, scheduler=None, seed=0, force=False, quiet=False,
+           results_dir=None, figures_dir=None, experiments=None, allow_dirty=False, out=print):
+    """Run every study of ``profile``, then the figures, ``verdicts.json`` and REPORT.md.
+
+    Returns the sweep summaries ``{NAME: SweepSummary}``.
+    """
+    _check_clean(profile, allow_dirty, results_dir)
+    rdir, fdir = _dirs(profile, results_dir, figures_dir)
+    mods = _studies(experiments)
+    summaries = {}
+    t0 = time.perf_counter()
+    for mod in mods:
+        s = run_sweep(mod, profile=profile, seed=seed, force=force, jobs=jobs, executor=executor,
+                      scheduler=scheduler, results_dir=rdir, quiet=quiet)
+        summaries[mod.NAME] = s
+        out(str(s))
+    tpath = os.path.join(rdir, "verify_timing.json")
+    previous = {}
+    if os.path.exists(tpath):
+        with open(tpath, encoding="utf-8") as fh:
+            previous = json.load(fh).get("per_experiment_s", {})
+    per = {k: (v.wall_time_s if v.done or k not in previous else previous[k]) for k, v in summaries.items()}
+    timing = {"wall_s": float(sum(per.values())), "jobs": jobs, "executor": executor or "auto",
+              "per_experiment_s": per, "this_invocation_s": time.perf_counter() - t0}
+    atomic_write_text(tpath, json.dumps(timing, indent=1))
+    make_figures(rdir, fdir, [m.NAME for m in mods] if experiments else None, out=out)
+    write_report(rdir, fdir, profile, [m.NAME for m in mods] if experiments else None, timing=timing,
+                 seed=seed, allow_dirty=allow_dirty, out=out)
+    return summaries
+
+
+def make_figures(results_dir="results", figures_dir="paper_figs", experiments=None, out=print):
+    """Rebuild every figure from the merged results tables only."""
+    paths = []
+    for mod in _studies(experiments):
+        df = _load(mod, results_dir)
+        made = mod.figures(df, figures_dir) if callable(getattr(mod, "figures", None)) else []
+        paths.extend(made)
+        out(f"{mod.NAME}: {len(made)} figure(s) in {figures_dir}")
+    return paths
+
+
+def study_claims(mod, df):
+    """The claims of one study on its results table (validated)."""
+    got = list(mod.claims(df))
+    for c in got:
+        if not isinstance(c, C.Claim):
+            raise TypeError(f"claims() of {mod.NAME} must return Claim objects; got {type(c).__name__}")
+    return got
+
+
+def compute_claims(results_dir, experiments=None):
+    """[(module, df, [Claim])] for every study with results in ``results_dir``."""
+    res = []
+    for mod in _studies(experiments):
+        df = _load(mod, results_dir)
+        res.append((mod, df, study_claims(mod, df)))
+    return res
+
+
+def verdicts_document(computed, profile, seed=None, allow_dirty=False):
+    """The ``verdicts.json`` document of computed claims."""
+    prov = provenance()
+    claims, heads = [], []
+    for mod, _, cl in computed:
+        claims += [c.to_json(mod.NAME) for c in cl]
+        for name, (v, text) in C.group_headlines(cl).items():
+            heads.append({"experiment": mod.NAME, "claim": name, "verdict": v, "headline": text})
+    return {"profile": profile, "seed": seed, "commit": prov.get("git_commit") or None,
+            "dirty": bool(prov.get("git_dirty")), "allow_dirty": bool(allow_dirty),
+            "generated": f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
+            "rules": C.__doc__.split("Rules (pre-registered)")[1].strip(),
+            "claims": claims, "headlines": heads}
+
+
+def write_report(results_dir="results", figures_dir="paper_figs", profile=None, experiments=None,
+                 timing=None, seed=None, allow_dirty=False, out=print):
+    """Write ``verdicts.json`` and ``REPORT.md`` into ``results_dir`` from the results tables."""
+    computed = compute_claims(results_dir, experiments)
+    doc = verdicts_document(computed, profile, seed, allow_dirty)
+    atomic_write_text(os.path.join(results_dir, VERDICTS_FILE), json.dumps(doc, indent=1) + "\n")
+    prov = provenance()
+    rel_figs = os.path.relpath(figures_dir, results_dir).replace(os.sep, "/").rstrip("/")
+    lines = ["# sketchsim verification report", ""]
+    dirty = " **written from a dirty tree (--allow-dirty)**" if doc["dirty"] else ""
+    lines.append(f"Profile **{profile or 'unknown'}**, base seed {seed if seed is not None else 'n/a'}; "
+                 f"generated {doc['generated']} by `sketchsim verify`/`sketchsim report` from the tables "
+                 f"in `{results_dir}/` (sketchsim {prov.get('sketchsim_version')}, commit "
+                 f"{str(prov.get('git_commit'))[:10]}{dirty}, numpy {prov.get('numpy_version')}, numba "
+                 f"{prov.get('numba_version')}, {platform.machine()}, {os.cpu_count()} cpus). "
+                 f"Machine-readable verdicts: `{VERDICTS_FILE}`.")
+    tpath = os.path.join(results_dir, "verify_timing.json")
+    if timing is None and os.path.exists(tpath):
+        with open(tpath, encoding="utf-8") as fh:
+            timing = json.load(fh)
+    if timing:
+        per = ", ".join(f"{k} {v:.0f} s" for k, v in timing.get("per_experiment_s", {}).items())
+        lines.append(f"Sweep wall time of the last `sketchsim verify`: {timing['wall_s']:.0f} s with "
+                     f"{timing['jobs']} job(s), executor {timing['executor']}" + (f" ({per})." if per else "."))
+    lines += ["", "## Verdicts", "",
+              "Every claim is decided per matrix family (the paper's haar, gaussian and block-sparse "
+              "D(b, q, d); hadamard is the engineering substitute, reported but never deciding) and per "
+              "depth, by rules fixed in `sketchsim/harness/claims.py` before any run: an exponent must "
+              f"lie within ±{C.EXPONENT_TOL} of its prediction (or its 95% interval cover it) and is "
+              f"*inconclusive* when that interval is wider than ±{C.EXPONENT_RESOLUTION}; a constant or "
+              f"ratio within a factor {math.exp(C.FACTOR_TOL):.2f} (inconclusive when its interval "
+              f"cannot tell a factor 2); a bias slope of estimate on truth within ±{C.SLOPE_TOL} of 1. "
+              "A headline is consistent only when every paper family and depth is consistent or "
+              "inconclusive with its reason; the families that disagree are named.", "",
+              "| experiment | claim | verdict | headline |", "|---|---|---|---|"]
+    sections = []
+    for mod, df, cl in computed:
+        heads = C.group_headlines(cl)
+        link = f"[{mod.TITLE}](#{_anchor(mod.TITLE)})"
+        for i, (name, (v, text)) in enumerate(heads.items()):
+            lines.append(f"| {link if i == 0 else ''} | `{name}` | **{v}** | {text} |")
+        if not heads:
+            lines.append(f"| {link} | — | {C.INCONCLUSIVE} | no claim could be evaluated |")
+        n_fail = _n_failures(mod, results_dir)
+        stmt = "\n".join("> " + ln for ln in mod.STATEMENT.strip().splitlines())
+        body = [f"{len(df)} runs, {n_fail} failed run(s).", ""]
+        if getattr(mod, "METHOD", ""):
+            body += [mod.METHOD.strip(), ""]
+        body += ["| claim | family | depth | verdict | evidence |", "|---|---|---|---|---|"]
+        for c in cl:
+            body.append(f"| `{c.claim}` | {c.family or 'all'}{' (substitute)' if c.substitute else ''} | "
+                        f"{'—' if c.depth is None else c.depth} | {c.verdict()[0]} | "
+                        f"{c.evidence().replace('|', '/')} |")
+        if callable(getattr(mod, "details", None)):
+            extra = mod.details(df)
+            if extra:
+                body += ["", extra.strip()]
+        figs = [f for f in getattr(mod, "FIGURES", ()) if os.path.exists(os.path.join(figures_dir, f))]
+        if figs:
+            body += [""] + [f"![{f}]({rel_figs}/{f})" for f in figs]
+        sections += ["", f"## {mod.TITLE}", "", stmt, ""] + body + [""]
+    text = "\n".join(lines + sections) + "\n"
+    path = os.path.join(results_dir, "REPORT.md")
+    atomic_write_text(path, text)
+    out(f"wrote {path} and {os.path.join(results_dir, VERDICTS_FILE)}")
+    return path
+
+
+def _n_failures(mod, results_dir):
+    from .sweep import read_failures
+
+    return len(read_failures(mod.NAME, results_dir))
+
+
+def _anchor(title):
+    return "".join(c.lower() if c.isalnum() else ("-" if c in " -" else "") for c in title)
+
+
+# ------------------------------------------------------------------------------------ CI check
+def claim_id(c):
+    return f"{c.claim}|{c.family or 'all'}|{'-' if c.depth is None else c.depth}"
+
+
+def test_key(c, t):
+    return f"{c.claim}.{c.family or 'all'}.d{'-' if c.depth is None else c.depth}.{t.key}"
+
+
+def current_numbers(results_dir, experiments=None):
+    """{experiment: {"claims": {claim id: verdict}, "keys": {key: test JSON}}} of a finished run."""
+    data = {}
+    for mod, _, cl in compute_claims(results_dir, experiments):
+        entry = {"claims": {}, "keys": {}}
+        for c in cl:
+            entry["claims"][claim_id(c)] = c.verdict()[0]
+            for t in c.tests:
+                entry["keys"][test_key(c, t)] = {**t.to_json(), "claim": claim_id(c)}
+        data[mod.NAME] = entry
+    return data
+
+
+def _tolerance(value, std, test):
+    tol = max(TOL_SIGMAS * std, TOL_REL_FLOOR * abs(value))
+    if test.get("predicted") not in (None, 0.0) and abs(value) > 0:
+        return min(tol, TOL_CAP * abs(value))
+    return min(max(tol, 1e-12), test.get("tol") or tol)
+
+
+def _in_band(v, band):
+    lo, hi = band
+    return (v is not None and math.isfinite(v) and (lo is None or v >= lo - 1e-12)
+            and (hi is None or v <= hi + 1e-12))
+
+
+def compare(baselines, current):
+    """Readable lines for every claim whose verdict changed and every number that moved (empty:
+    passed)."""
+    problems = []
+    for exp, base in baselines.items():
+        got = current.get(exp)
+        if got is None:
+            problems.append(f"{exp}: no current results")
+            continue
+        for cid, v in base.get("claims", {}).items():
+            now = got["claims"].get(cid)
+            if now != v:
+                problems.append(f"{exp}: claim {cid} is now {now or 'missing'} (baseline: {v})")
+        for key, ref in base.get("keys", {}).items():
+            t = got["keys"].get(key)
+            if t is None:
+                problems.append(f"{exp}: {key} is missing from the current claims")
+                continue
+            v = t["estimate"]
+            if v is None or ref["value"] is None:
+                if (v is None) != (ref["value"] is None):
+                    problems.append(f"{exp}: {key} = {v} (baseline {ref['value']})")
+                continue
+            if abs(v - ref["value"]) > ref["tol"]:
+                problems.append(f"{exp}: {key} = {v:.6g}, baseline {ref['value']:.6g} ± {ref['tol']:.3g} "
+                                f"(σ = {ref['std']:.3g} over {ref['n_seeds']} seeds)")
+            band = tuple(ref["band"])
+            if ref.get("in_band") and not _in_band(v, band):
+                problems.append(f"{exp}: {key} = {v:.6g} left its theory band {_fmt_band(band)}")
+    return problems
+
+
+def _fmt_band(band):
+    lo, hi = band
+    return f"[{'-∞' if lo is None else f'{lo:.4g}'}, {'∞' if hi is None else f'{hi:.4g}'}]"
+
+
+def _quick_run(seed, rdir, jobs, executor, quiet, experiments):
+    for mod in _studies(experiments):
+        run_sweep(mod, profile="quick", seed=seed, jobs=jobs, executor=executor, results_dir=rdir, quiet=quiet)
+    return current_numbers(rdir, experiments)
+
+
+def update_baselines(n_seeds=4, jobs=1, executor=None, quiet=False, results_root="results",
+                     experiments=None, out=print):
+    """Measure the run-to-run spread over ``n_seeds`` base seeds and write results/baselines.json."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="sketchsim-baselines-") as tmp:
+        for seed in range(n_seeds):
+            runs.append(_quick_run(seed, os.path.join(tmp, str(seed)), jobs, executor, quiet, experiments))
+            out(f"baseline seed {seed}: done")
+    data = {}
+    for exp, entry in runs[0].items():
+        keys = {}
+        for key, t in entry["keys"].items():
+            vals = np.array([np.nan if r[exp]["keys"].get(key, {}).get("estimate") is None
+                             else r[exp]["keys"][key]["estimate"] for r in runs], dtype=float)
+            finite = vals[np.isfinite(vals)]
+            std = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
+            value = t["estimate"]
+            keys[key] = {"value": value, "std": std, "n_seeds": int(len(finite)),
+                         "tol": None if value is None else _tolerance(value, std, t),
+                         "band": t["band"], "in_band": _in_band(value, tuple(t["band"])),
+                         "predicted": t["predicted"], "halfwidth_ok": t["verdict"] != C.INCONCLUSIVE,
+                         "seed_values": [None if not np.isfinite(v) else float(v) for v in vals],
+                         "label": t["label"], "claim": t["claim"]}
+        data[exp] = {"claims": entry["claims"], "keys": keys}
+    meta = {"_about": f"Quick-profile numbers of base seed 0: regression tolerance max({TOL_SIGMAS}·σ over "
+                      f"{n_seeds} base seeds, {TOL_REL_FLOOR}·|value|) capped at {TOL_CAP}·|value|, the "
+                      "theory band of each test and the verdict of every claim; written by `sketchsim check "
+                      "--update-baselines`."}
+    path = os.path.join(results_root, BASELINES_FILE)
+    if experiments is not None and os.path.exists(path):
+        data = {**load_baselines(results_root), **data}
+    atomic_write_text(path, json.dumps({**meta, **data}, indent=1, sort_keys=True))
+    out(f"wrote {path}")
+    return path
+
+
+def load_baselines(results_root="results"):
+    path = os.path.join(results_root, BASELINES_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"baselines must exist for `sketchsim check`: {path} is missing "
+                         "(create it with `sketchsim check --update-baselines`)")
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def check(jobs=1, executor=None, quiet=False, results_root="results", experiments=None, keep=None,
+          from_dir=None, out=print):
+    """Re-run the quick profile (seed 0) in a scratch directory (or read ``from_dir``, a finished
+    quick run of seed 0) and compare with the baselines. Returns the problems (empty: passed)."""
+    baselines = load_baselines(results_root)
+    if experiments is not None:
+        names = {m.NAME for m in _studies(experiments)}
+        baselines = {k: v for k, v in baselines.items() if k in names}
+    if from_dir is not None:
+        current = current_numbers(from_dir, experiments or list(baselines))
+    else:
+        tmp = keep or tempfile.mkdtemp(prefix="sketchsim-check-")
+        try:
+            current = _quick_run(0, tmp, jobs, executor, quiet, experiments or list(baselines))
+        finally:
+            if keep is None:
+                shutil.rmtree(tmp, ignore_errors=True)
+    problems = compare(baselines, current)
+    n = sum(len(v.get("keys", {})) for v in baselines.values())
+    nc = sum(len(v.get("claims", {})) for v in baselines.values())
+    if problems:
+        out(f"check FAILED: {len(problems)} problem(s) among {nc} claims and {n} numbers:")
+        for p in problems:
+            out("  " + p)
+    else:
+        out(f"check passed: {nc} claim verdicts unchanged, {n} numbers within tolerance and theory bands "
+            f"of {os.path.join(results_root, BASELINES_FILE)}")
+    return problems
+
+
+def explain(results_root="results", out=print):
+    """Print, per checked number, its value, regression tolerance, theory band and power."""
+    baselines = load_baselines(results_root)
+    out("Each number is a test of a claim. 'power' says whether the quick profile's 95% interval is "
+        f"narrow enough to tell an exponent off by ¼ (half-width ≤ {C.EXPONENT_RESOLUTION}) or a constant "
+        f"off by a factor 2 (log half-width ≤ {C.FACTOR_RESOLUTION:.3f}); numbers without it make their "
+        "claim inconclusive rather than consistent.")
+    for exp, entry in baselines.items():
+        out(f"\n{exp}")
+        for cid, v in entry.get("claims", {}).items():
+            out(f"  claim {cid}: {v}")
+        for key, ref in entry.get("keys", {}).items():
+            val = "n/a" if ref["value"] is None else f"{ref['value']:.4g}"
+            tol = "n/a" if ref["tol"] is None else f"{ref['tol']:.3g}"
+            out(f"    {key}: {val} ± {tol}, theory band {_fmt_band(tuple(ref['band']))}, "
+                f"power {'yes' if ref.get('halfwidth_ok') else 'NO'}")
