@@ -995,7 +995,10 @@ def read_results(experiment, results_dir="results"):
             schema = json.load(fh)
     # round_trip: the default C parser may differ from repr() in the last digit on some pandas
     strs = {c: object for c, k in schema.items() if k == "str"}
-    df = pd.read_csv(path, float_precision="round_trip", dtype=strs or None, keep_default_na=True)
+    # pandas < 3 parses floats with a fast parser that may differ from repr() in the last digit;
+    # "round_trip" is exact there, and pandas ≥ 3 is exact by default (and deprecates the option)
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+    df = pd.read_csv(path, dtype=strs or None, **exact)
     return _typed(df, schema)
 
 
