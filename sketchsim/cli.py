@@ -189,23 +189,30 @@ def _run_run(args):
 def _add_figures(sub):
     p = sub.add_parser("figures", help="rebuild the figures from the results tables")
     p.add_argument("--profile", choices=("quick", "full"), default="full")
+    p.add_argument("--experiments", default=None, metavar="A,B", help="only these studies")
+    p.add_argument("--results-dir", default=None, metavar="DIR", help="tables written by verify --results-dir DIR")
+    p.add_argument("--figures-dir", default=None, metavar="DIR")
 
 
 def _run_figures(args):
-    from .harness.verify import make_figures, output_dirs
+    from .harness.verify import resolve_dirs, make_figures, parse_experiments
 
-    make_figures(*output_dirs(args.profile))
+    make_figures(*resolve_dirs(args.profile, args.results_dir, args.figures_dir), parse_experiments(args.experiments))
 
 
 def _add_report(sub):
-    p = sub.add_parser("report", help="rebuild REPORT.md from the results tables")
+    p = sub.add_parser("report", help="rebuild verdicts.json and REPORT.md from the results tables")
     p.add_argument("--profile", choices=("quick", "full"), default="full")
+    p.add_argument("--experiments", default=None, metavar="A,B", help="only these studies")
+    p.add_argument("--results-dir", default=None, metavar="DIR", help="tables written by verify --results-dir DIR")
+    p.add_argument("--figures-dir", default=None, metavar="DIR")
 
 
 def _run_report(args):
-    from .harness.verify import output_dirs, write_report
+    from .harness.verify import resolve_dirs, parse_experiments, write_report
 
-    write_report(*output_dirs(args.profile), profile=args.profile)
+    write_report(*resolve_dirs(args.profile, args.results_dir, args.figures_dir), profile=args.profile,
+                 experiments=parse_experiments(args.experiments))
 
 
 def _add_check(sub):

@@ -106,7 +106,8 @@ def _load(mod, results_dir):
     return read_results(mod.NAME, results_dir)
 
 
-def _dirs(profile, results_dir=None, figures_dir=None):
+def resolve_dirs(profile, results_dir=None, figures_dir=None):
+    """(results dir, figures dir) of a profile, with --results-dir / --figures-dir overrides."""
     rdir, fdir = output_dirs(profile)
     if results_dir is not None:
         rdir = results_dir
@@ -135,7 +136,7 @@ def verify(profile="quick", jobs=1, executor=None, scheduler=None, seed=0, force
     Returns the sweep summaries ``{NAME: SweepSummary}``.
     """
     _check_clean(profile, allow_dirty, results_dir)
-    rdir, fdir = _dirs(profile, results_dir, figures_dir)
+    rdir, fdir = resolve_dirs(profile, results_dir, figures_dir)
     mods = _studies(experiments)
     summaries = {}
     t0 = time.perf_counter()
