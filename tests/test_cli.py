@@ -91,3 +91,88 @@ def test_demo_quick_runs_and_recovers_at_large_d(capsys):
     # at d = 2^14 the ℓ∞ error is a few noise units and the wall count rounds to 2
     assert had["err_cat"] < 5 * had["noise_cat"]
     assert round(had["walls"]) == 2
+
+
+# ------------------------------------------------------------------------------------ verification suite
+FIXTURE = "_verify_fixture_exp"  # tests/_verify_fixture_exp.py: a tiny complete study
+
+
+@pytest.fixture
+def fixture_on_path(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
+
+
+def test_verify_report_figures_and_check_commands(tmp_path, capsys, monkeypatch, fixture_on_path):
+    res, base = tmp_path / "res", tmp_path / "base"
+    assert main(["verify", "--experiments", FIXTURE, "--results-dir", str(res), "--quiet"]) == 0
+    for f in ("verify_fixture.csv", "verdicts.json", "REPORT.md", "figures/verify_fixture.png"):
+        assert (res / f).exists(), f
+    doc = json.loads((res / "verdicts.json").read_text())
+    assert doc["profile"] == "quick" and {c["claim"] for c in doc["claims"]} == {"fixture.rate",
+                                                                                  "fixture.bias"}
+    (res / "REPORT.md").unlink()
+    assert main(["report", "--experiments", FIXTURE, "--results-dir", str(res)]) == 0
+    assert "fixture.bias" in (res / "REPORT.md").read_text()
+    assert main(["figures", "--experiments", FIXTURE, "--results-dir", str(res), "--figures-dir",
+                 str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "verify_fixture.png").exists()
+
+    assert main(["check", "--update-baselines", "--spread-seeds", "2", "--experiments", FIXTURE,
+                 "--baselines-dir", str(base), "--quiet"]) == 0
+    assert (base / "baselines.json").exists()
+    capsys.readouterr()
+    assert main(["check", "--experiments", FIXTURE, "--baselines-dir", str(base), "--from",
+                 str(res)]) == 0
+    assert "check passed: 2 claim verdicts unchanged, 3 numbers" in capsys.readouterr().out
+    assert main(["check", "--explain", "--baselines-dir", str(base)]) == 0
+    out = capsys.readouterr().out
+    assert "claim fixture.bias|all|2: consistent" in out and "power yes" in out
+
+    # a decoder constant off by 2: the verdicts change and `check --from` exits 1
+    import sketchsim.decode
+
+    broken = tmp_path / "broken"
+    with monkeypatch.context() as m:
+        m.setattr(sketchsim.decode, "depth_constant", lambda h: 2.0 ** (-(4 * h - 3)) * 2)
+        assert main(["verify", "--experiments", FIXTURE, "--results-dir", str(broken),
+                     "--quiet"]) == 0
+    bias = [c for c in json.loads((broken / "verdicts.json").read_text())["claims"]
+            if c["claim"] == "fixture.bias"]
+    assert [c["verdict"] for c in bias] == ["not consistent"]
+    capsys.readouterr()
+    assert main(["check", "--experiments", FIXTURE, "--baselines-dir", str(base), "--from",
+                 str(broken)]) == 1
+    cap = capsys.readouterr()
+    assert "check FAILED" in cap.out and "claim fixture.bias|all|2 is now not consistent" in cap.out
+    assert cap.err.startswith("sketchsim check: ") and "problem(s)" in cap.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["check", "--from", "no/such/dir", "--baselines-dir", "."],
+     "--from must be a directory holding a finished quick run"),
+    (["check", "--update-baselines", "--spread-seeds", "1"], "--spread-seeds must be at least 2"),
+    (["check", "--baselines-dir", "{tmp}"], "baselines must exist for `sketchsim check`"),
+    (["check", "--explain", "--baselines-dir", "{tmp}"], "baselines must exist"),
+    (["verify", "--experiments", " , ", "--results-dir", "{tmp}"], "--experiments must list"),
+    (["verify", "--experiments", "no_such_study", "--results-dir", "{tmp}"],
+     "unknown experiment 'no_such_study'"),
+    (["report", "--experiments", FIXTURE, "--results-dir", "{tmp}"],
+     "results of 'verify_fixture' must exist"),
+])
+def test_verification_command_errors_are_one_line(tmp_path, capsys, fixture_on_path, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"sketchsim {argv[0]}: error: ") and message in err[0]
+
+
+def test_verify_full_refuses_a_dirty_tree(tmp_path, capsys, monkeypatch, fixture_on_path):
+    from sketchsim.harness import verify as V
+
+    monkeypatch.setattr(V, "provenance", lambda path=None: {"git_dirty": True})
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", "--profile", "full", "--experiments", FIXTURE, "--quiet"]) == 2
+    assert "refuses a dirty tree" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -178,12 +178,19 @@ def experiments_pkg(tmp_path, monkeypatch):
             return {"y": params["x"] + rng.random()}
     """))
     (pkg / "norun.py").write_text('NAME = "norun"\nPROFILES = {"quick": {"x": [1]}}\n')
+    # run_one named in a string or a comment is not a definition (the old regex scan took it)
+    (pkg / "helper.py").write_text('DOC = """\nrun_one = None\n"""\n# def run_one\n')
+    (pkg / "noname.py").write_text("def run_one(params, rng):\n    return {}\n")
+    # defined by assignment (e.g. re-exported from a shared module) is a definition
+    (pkg / "gamma.py").write_text('from experiments.alpha import PROFILES, run_one\nNAME = "gamma"\n')
     (pkg / "needsdep.py").write_text("import not_a_real_module_xyz\ndef run_one(p, r): pass\n")
     (pkg / "_helpers.py").write_text("")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sweep, "_experiment_roots", lambda: [tmp_path])
-    monkeypatch.setattr(sys, "path", [p for p in sys.path
-                                      if not (Path(p or ".") / "experiments").is_dir()])
+    # first on sys.path: the installed `experiments` package (an editable install's finder
+    # comes after sys.path) must not shadow the throwaway one
+    monkeypatch.setattr(sys, "path", [str(tmp_path)] + [
+        p for p in sys.path if not (Path(p or ".") / "experiments").is_dir()])
     def ours(k):
         return k == "experiments" or k.startswith("experiments.")
 
@@ -201,9 +208,12 @@ def test_load_experiment_by_bare_or_dotted_name(experiments_pkg):
     assert mod.NAME == "alpha" and mod.__name__ == "experiments.alpha"
     assert load_experiment("experiments.alpha") is mod
     assert load_experiment(mod) is mod
-    assert available_experiments() == ["alpha", "needsdep"]  # modules defining run_one
-    with pytest.raises(ValueError, match=r"unknown experiment 'beta'.*available experiments: "
-                                         r"alpha, needsdep$"):
+    # found by importing: modules defining NAME, PROFILES and run_one
+    assert available_experiments() == ["alpha", "gamma"]
+    with pytest.raises(ValueError, match=r"unknown experiment 'beta': no module 'experiments.beta' "
+                                         r"or 'beta'; available experiments: alpha, gamma; needsdep "
+                                         r"cannot be imported \(ModuleNotFoundError: No module named "
+                                         r"'not_a_real_module_xyz'\)$"):
         load_experiment("beta")
     with pytest.raises(ValueError, match=r"not a sketchsim experiment.*missing run_one"):
         load_experiment("norun")
@@ -329,6 +339,75 @@ def test_serial_sweep_writes_one_exact_tidy_row_per_run(tmp_path):
                                   check_exact=True, check_dtype=False)
     shard = json.loads((s.shards_dir / f"{df['run_id'][0]}.json").read_text())
     assert shard["run_id"] == df["run_id"][0] and shard["seed"] == df["seed"][0]
+
+
+AWKWARD = [  # metrics of run i of the round-trip experiment; None = missing
+    {"f": -0.03754894278882337, "f_none": None, "i": 2**62 + 1, "i_none": 5, "b": True,
+     "b_none": None, "s": "NA", "s_none": "x", "mix": 1},
+    {"f": 1e-300, "f_none": 0.1 + 0.2, "i": -3, "i_none": None, "b": False, "b_none": True,
+     "s": "None", "s_none": None, "mix": 2.5},
+    {"f": 5e-324, "f_none": -0.0, "i": 0, "i_none": 2**62 + 3, "b": True, "b_none": False,
+     "s": "007", "s_none": "nan", "mix": None},
+    {"f": 2.2250738585072014e-308, "f_none": 123456789.12345679, "i": -(2**63) + 1, "i_none": 1,
+     "b": False, "b_none": None, "s": "1e5", "s_none": "null", "mix": 3},
+    {"f": 1.7976931348623157e308, "f_none": float("inf"), "i": 7, "i_none": None, "b": True,
+     "b_none": None, "s": "a,b \"c\"\nd", "s_none": "True", "mix": -0.5},
+]
+ROUND_TRIP_TYPES = {"m_f": "float64", "m_f_none": "float64", "m_i": "int64", "m_i_none": "Int64",
+                    "m_b": "bool", "m_b_none": "boolean", "m_s": "object", "m_s_none": "object",
+                    "m_mix": "float64", "p_i": "int64", "p_tag": "object", "p_x": "float64"}
+
+
+def _same(got, want):
+    """Equal value and type; floats bit for bit; None/NaN/NA all mean missing."""
+    if want is None:
+        return got is None or got is pd.NA or (isinstance(got, float) and np.isnan(got))
+    if isinstance(want, float):
+        return isinstance(got, float) and np.float64(got).tobytes() == np.float64(want).tobytes()
+    return type(got) is type(want) and got == want
+
+
+def _values(df, col):
+    """Python values of a column (numpy scalars unwrapped)."""
+    return [v.item() if isinstance(v, np.generic) else v for v in df[col].tolist()]
+
+
+def test_tables_round_trip_exactly_and_keep_their_types(tmp_path, monkeypatch):
+    mod = types.ModuleType("round_trip_experiment")
+    mod.NAME = "round_trip"
+    mod.PROFILES = {"quick": [{"i": [0, 1], "tag": ["a", "None"]}, {"i": [2, 3, 4], "x": [0.1]}]}
+    mod.run_one = lambda params, rng: dict(AWKWARD[params["i"]])
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    s = run_sweep(mod, results_dir=tmp_path, quiet=True)
+    assert (s.done, s.failed) == (7, 0), s.failures
+    schema = json.loads((tmp_path / "round_trip.schema.json").read_text())
+    assert {k: schema[k] for k in ("m_f", "m_i", "m_i_none", "m_b", "m_b_none", "m_s", "m_mix",
+                                   "p_tag", "p_x", "rep", "seed")} == {
+        "m_f": "float", "m_i": "int", "m_i_none": "int", "m_b": "bool", "m_b_none": "bool",
+        "m_s": "str", "m_mix": "float", "p_tag": "str", "p_x": "float", "rep": "int", "seed": "int"}
+    read, merged = read_results(mod, tmp_path), merge(mod, tmp_path)
+    for df in (read, merged):
+        assert {c: str(df[c].dtype) for c in ROUND_TRIP_TYPES} == ROUND_TRIP_TYPES
+        assert df["seed"].dtype == np.int64 and df["rep"].dtype == np.int64
+        for row in range(len(df)):
+            i = int(df["p_i"].iloc[row])
+            for key, want in AWKWARD[i].items():
+                if key == "mix" and want is not None:
+                    want = float(want)  # ints mixed with floats are floats
+                got = _values(df, f"m_{key}")[row]
+                assert _same(got, want), (key, i, got, want)
+        assert sorted(v for v in _values(df, "p_tag") if v is not None) == ["None", "None", "a",
+                                                                               "a"]
+        assert _values(df, "p_tag").count(None) == 3 and _values(df, "p_x").count(0.1) == 3
+    pd.testing.assert_frame_equal(read[exact_columns(read)], merged[exact_columns(merged)],
+                                  check_exact=True)
+
+
+def test_a_table_without_schema_is_still_read(tmp_path):
+    run_sweep(fx, results_dir=tmp_path, quiet=True, grid_overrides=["n=8"], reps=1)
+    (tmp_path / "sweep_fixture.schema.json").unlink()
+    df = read_results(fx, tmp_path)
+    assert len(df) == 4 and df["m_n_pos"].dtype == np.int64
 
 
 def test_resume_skips_finished_runs_and_force_redoes_them(tmp_path):

@@ -92,6 +92,8 @@ class Test:
         Where the prediction comes from (``"Theorem 1: error ∝ d^{-1/2}"``).
     """
 
+    __test__ = False  # not a pytest test class, although its name starts with "Test"
+
     key: str
     label: str
     estimate: float
@@ -340,16 +342,20 @@ def ratio_test(key, label, values, predicted=1.0, tol=FACTOR_TOL, resolution=FAC
 
 
 def median_interval(v, level=0.95):
-    """Distribution-free interval of a median from order statistics (binomial)."""
+    """Distribution-free interval of a median from order statistics (binomial):
+    [X_(k), X_(n-k+1)] with the largest k whose coverage is at least ``level``. Unbounded
+    (-inf, inf) when even [min, max] covers less (n ≤ 5 at 95%), so that the test is
+    inconclusive rather than over-confident."""
     from scipy.stats import binom
 
     v = np.sort(np.asarray(v, dtype=float))
     n = len(v)
     a = (1 - level) / 2
-    lo = int(binom.ppf(a, n, 0.5))
-    hi = int(binom.isf(a, n, 0.5))
-    lo = max(lo - 1, 0)
-    hi = min(hi, n - 1)
+    k = int(binom.ppf(a, n, 0.5))  # smallest k with P(B ≤ k) ≥ a, so P(B ≤ k - 1) < a
+    if k < 1:
+        return -math.inf, math.inf
+    lo = k - 1                       # X_(k), 0-based
+    hi = min(int(binom.isf(a, n, 0.5)), n - 1)   # X_(n-k+1), 0-based
     return float(v[lo]), float(v[hi])
 
 
@@ -402,6 +408,8 @@ def mean_test(key, label, values, predicted=0.0, tol=0.0, resolution=None, sourc
 def rate_test(key, label, successes, n, predicted, tol=0.05, kind="at_least", resolution=None, source=""):
     """A success rate with its Wilson 95% interval against a predicted rate or bound."""
     n = int(n)
+    if n > 0 and not 0 <= successes <= n:
+        raise ValueError(f"successes must be between 0 and n={n}; got {successes!r}")
     if n <= 0:
         return Test(key, label, math.nan, None, predicted, tol, resolution, kind=kind, source=source)
     p = successes / n
@@ -411,3 +419,55 @@ def rate_test(key, label, successes, n, predicted, tol=0.05, kind="at_least", re
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return Test(key, label, p, (max(c - h, 0.0), min(c + h, 1.0)), predicted, tol, resolution, kind=kind,
                 source=source)
+
+
+def pooled_slope_test(key, label, sxy, sxx, syy, n, weights=None, predicted=1.0, tol=SLOPE_TOL,
+                      resolution=SLOPE_RESOLUTION, source=""):
+    """:func:`slope_test` (through the origin) from per-run sufficient statistics.
+
+    Run r contributed the pairs (x_rj, y_rj), j < n_r, through ``sxy[r] = Σ_j x_rj y_rj``,
+    ``sxx[r] = Σ_j x_rj²`` and ``syy[r] = Σ_j y_rj²``. With ``weights`` w_r (e.g. 1/σ_r², σ_r the
+    run's predicted noise level) this is the weighted least-squares slope
+    b = Σ w_r sxy_r / Σ w_r sxx_r, with the 95% t interval from the weighted residual sum of
+    squares Σ w_r (syy_r − 2b sxy_r + b² sxx_r) on Σ n_r − 1 degrees of freedom: exactly
+    :func:`slope_test` on the pooled pairs (√w_r x_rj, √w_r y_rj).
+    """
+    a = [np.asarray(v, dtype=float).ravel() for v in (sxy, sxx, syy, n)]
+    w = np.ones_like(a[0]) if weights is None else np.asarray(weights, dtype=float).ravel()
+    ok = np.all([np.isfinite(v) for v in a + [w]], axis=0) & (w > 0) & (a[3] > 0)
+    sxy, sxx, syy, n = (v[ok] for v in a)
+    w = w[ok]
+    Sxy, Sxx, Syy, N = float(w @ sxy), float(w @ sxx), float(w @ syy), float(n.sum())
+    if N < 3 or not Sxx > 0:
+        return Test(key, label, math.nan, None, predicted, tol, resolution, source=source)
+    from scipy.stats import t as _t
+
+    b = Sxy / Sxx
+    rss = max(Syy - 2 * b * Sxy + b * b * Sxx, 0.0)
+    dof = N - 1
+    se = math.sqrt(rss / dof / Sxx)
+    q = float(_t.ppf(0.975, dof))
+    return Test(key, label, b, (b - q * se, b + q * se), predicted, tol, resolution, source=source)
+
+
+def rms_ratio_test(key, label, z, predicted=1.0, tol=FACTOR_TOL, resolution=FACTOR_RESOLUTION, source=""):
+    """Root mean square of normalised errors z (error / predicted noise level) against ``predicted``.
+
+    For z_i i.i.d. N(0, ρ²) the estimate √(mean z²) of ρ has the exact 95% interval
+    √(Σz²/χ²_{n, 0.975}) … √(Σz²/χ²_{n, 0.025}); judged on the log scale like :func:`ratio_test`.
+    Suited to scalar estimates (one z per run), whose |z| is too skewed for a geometric mean.
+    """
+    v = np.asarray(z, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if len(v) < 3:
+        return Test(key, label, math.nan, None, predicted, tol, resolution, scale="log", source=source)
+    from scipy.stats import chi2
+
+    ss = float(v @ v)
+    n = len(v)
+    if ss <= 0:
+        return Test(key, label, 0.0, None, predicted, tol, resolution, scale="log", source=source)
+    est = math.sqrt(ss / n)
+    lo = math.sqrt(ss / float(chi2.ppf(0.975, n)))
+    hi = math.sqrt(ss / float(chi2.ppf(0.025, n)))
+    return Test(key, label, est, (lo, hi), predicted, tol, resolution, scale="log", source=source)

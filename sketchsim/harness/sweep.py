@@ -21,9 +21,12 @@ figures") with
 ``warm_up()`` : optional
     Called once per process before its first timed run (absorbs Numba compilation).
 
-Experiments live in the top-level ``experiments/`` package of the repository (or of the current
-directory): ``load_experiment("thm1")`` and ``load_experiment("experiments.thm1")`` both import
-``experiments/thm1.py``; any other importable dotted module path works too.
+Experiments live in the top-level ``experiments`` package, installed with sketchsim (so that Dask
+workers in any directory import the same studies); when no such package is importable, the
+``experiments/`` folder of the current directory or of the repository is used.
+``load_experiment("thm1")`` and ``load_experiment("experiments.thm1")`` both import
+``experiments/thm1.py``; any other importable dotted module path works too. The experiments are
+found by importing the package's public modules (:func:`available_experiments`).
 
 Randomness (ARCHITECTURE.md "Randomness and reproducibility")
     A run's seed is the first 8 bytes of SHA-256 of the canonical JSON of
@@ -119,7 +122,6 @@ EXECUTORS = ("serial", "processes", "dask")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEED_MASK = (1 << 63) - 1
-_DEFINES_RUN_ONE = re.compile(r"^(def\s+run_one\b|run_one\s*=)", re.MULTILINE)
 _SHARD_EXT = ".json"
 _PIN_ENV = {
     "NUMBA_NUM_THREADS": "1",
@@ -168,38 +170,39 @@ def _ensure_experiments_importable():
             return
 
 
-def available_experiments():
-    """Bare names of the experiments in the ``experiments`` package: its public modules whose
-    source defines ``run_one`` (found without importing them)."""
+def _experiment_modules():
+    """(names, broken) of the ``experiments`` package's public modules, found by importing them.
+
+    ``names``: bare names of the modules defining ``NAME``, ``PROFILES`` and ``run_one`` (helper
+    modules and stand-alone benchmarks define no ``run_one``). ``broken``: {name: "Type: message"}
+    of the modules whose import raised.
+    """
     import pkgutil
 
     _ensure_experiments_importable()
-    dirs = []
-    pkg = sys.modules.get("experiments")
-    if pkg is None:
-        try:
-            spec = importlib.util.find_spec("experiments")
-        except (ImportError, ValueError):
-            spec = None
-        if spec is not None and spec.submodule_search_locations:
-            dirs = list(spec.submodule_search_locations)
-    else:
-        dirs = list(getattr(pkg, "__path__", []))
-    if not dirs:
-        dirs = [str(r / "experiments") for r in _experiment_roots() if (r / "experiments").is_dir()]
-    names = set()
-    for m in pkgutil.iter_modules(dirs):
+    try:
+        pkg = importlib.import_module("experiments")
+    except ImportError:
+        return [], {}
+    names, broken = [], {}
+    for m in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
         if m.name.startswith("_"):
             continue
-        base = Path(m.module_finder.path) / m.name
-        src = base / "__init__.py" if m.ispkg else base.with_suffix(".py")
         try:
-            text = src.read_text(encoding="utf-8", errors="replace")
-        except OSError:
+            mod = importlib.import_module(f"experiments.{m.name}")
+        except Exception as exc:  # a study with a missing dependency or a syntax error
+            broken[m.name] = f"{type(exc).__name__}: {exc}"
             continue
-        if _DEFINES_RUN_ONE.search(text):  # skip helper modules and stand-alone scripts
-            names.add(m.name)
-    return sorted(names)
+        if all(hasattr(mod, a) for a in ("NAME", "PROFILES")) and callable(getattr(mod, "run_one",
+                                                                                  None)):
+            names.append(m.name)
+    return sorted(names), broken
+
+
+def available_experiments():
+    """Bare names of the experiments in the ``experiments`` package: its public modules that
+    import and define ``NAME``, ``PROFILES`` and ``run_one``."""
+    return _experiment_modules()[0]
 
 
 def _import_candidate(name):
@@ -243,11 +246,12 @@ def load_experiment(name_or_module):
             if mod is not None:
                 break
         if mod is None:
-            avail = available_experiments()
+            avail, broken = _experiment_modules()
             raise ValueError(
                 f"unknown experiment {name_or_module!r}: no module "
                 f"{' or '.join(repr(c) for c in candidates)}; available experiments: "
-                f"{', '.join(avail) if avail else '(none found in experiments/)'}")
+                f"{', '.join(avail) if avail else '(none found in experiments/)'}"
+                + ("".join(f"; {n} cannot be imported ({why})" for n, why in sorted(broken.items()))))
     else:
         raise ValueError(f"experiment must be a module name or a module; got {name_or_module!r}")
     _check_experiment(mod)
@@ -929,7 +933,10 @@ def merge(experiment, results_dir="results", run_ids=None):
                              _type_rank(r.get("rep")), _type_rank(r.get("seed")),
                              str(r.get("run_id", ""))))
     schema = _schema(rows, cols)
-    df = _typed(pd.DataFrame.from_records(rows, columns=cols), schema)
+    # built column by column from the JSON values (never through a float64 intermediate, which
+    # would round integers beyond 2**53 in a column with missing values)
+    df = pd.DataFrame({c: _column([r.get(c) for r in rows], schema[c]) for c in cols},
+                      columns=cols)
     if rows:
         with atomic_path(results_dir / f"{name}.schema.json", suffix=".part") as tmp:
             with open(tmp, "w", encoding="utf-8") as fh:
@@ -942,7 +949,8 @@ def merge(experiment, results_dir="results", run_ids=None):
 def _schema(rows, cols):
     """{column: "bool" | "int" | "float" | "str"} from the JSON types of the shard values.
 
-    Integers mixed with floats are floats; a column of only missing values is float.
+    Integers mixed with floats are floats; a column of only missing values is float; any other
+    mixture (e.g. bools and strings) is str.
     """
     out = {}
     for c in cols:
@@ -964,41 +972,72 @@ def _schema(rows, cols):
     return out
 
 
-_PANDAS_TYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "str": "string"}
+def _column(values, kind):
+    """One typed column from JSON values (None = missing).
+
+    int → int64 (nullable ``Int64`` with missing values), float → float64 (NaN when missing),
+    bool → bool (nullable ``boolean``), str → object of str (None when missing; an empty string
+    counts as missing, since the CSV cannot tell them apart).
+    """
+    import pandas as pd
+
+    missing = [v is None for v in values]
+    if kind == "int":
+        return pd.array(values, dtype="Int64") if any(missing) else np.array(values, dtype=np.int64)
+    if kind == "float":
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    if kind == "bool":
+        return pd.array(values, dtype="boolean") if any(missing) else np.array(values, dtype=bool)
+    # an explicit object Series: pandas ≥ 3 would infer its own "str" dtype from an array
+    return pd.Series([None if v is None or v == "" else (v if isinstance(v, str) else _csv_text(v))
+                      for v in values], dtype=object)
+
+
+_READ_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "str": object}
 
 
 def _typed(df, schema):
-    """Columns cast to the schema's types (nullable integers and booleans keep missing values)."""
+    """Columns cast to the schema's types: int64 / bool without missing values, else the nullable
+    ``Int64`` / ``boolean``; str columns as objects with None for missing values."""
+    import pandas as pd
+
     for c, kind in schema.items():
-        if c in df:
-            col = df[c]
-            if kind == "str":
-                df[c] = col.astype(object).where(col.notna(), None)
-            elif kind == "int" and not col.isna().any():
-                df[c] = col.astype("int64")
-            else:
-                df[c] = col.astype(_PANDAS_TYPES[kind])
+        if c not in df:
+            continue
+        col = df[c]
+        if kind == "str":
+            df[c] = pd.Series([None if m else v for v, m in zip(col.tolist(), col.isna())],
+                              index=df.index, dtype=object)
+        elif kind in ("int", "bool") and not col.isna().any():
+            df[c] = col.astype("int64" if kind == "int" else bool)
+        else:
+            df[c] = col.astype(_READ_DTYPES[kind])
     return df
 
 
 def read_results(experiment, results_dir="results"):
-    """The merged table ``<results_dir>/<NAME>.csv`` as a DataFrame (floats read exactly)."""
+    """The merged table ``<results_dir>/<NAME>.csv`` as a DataFrame, typed and exact.
+
+    With the schema ``<NAME>.schema.json`` written by :func:`merge`, every column keeps its type
+    (ints stay ints, even beyond 2**53 next to missing values; bools stay bools; strings stay
+    strings, including "NA", "None" or "nan"; an empty field is missing) and floats are read back
+    bit for bit (``float_precision="round_trip"`` on pandas < 3, whose default parser may differ
+    from ``repr`` in the last digit; pandas ≥ 3 is exact by default and deprecates the option).
+    """
     import pandas as pd
 
     results_dir = Path(_check_dir(results_dir))
     name = _results_name(experiment, results_dir)
     path = results_dir / f"{name}.csv"
     spath = results_dir / f"{name}.schema.json"
-    schema = {}
-    if spath.exists():
-        with open(spath, encoding="utf-8") as fh:
-            schema = json.load(fh)
-    # round_trip: the default C parser may differ from repr() in the last digit on some pandas
-    strs = {c: object for c, k in schema.items() if k == "str"}
-    # pandas < 3 parses floats with a fast parser that may differ from repr() in the last digit;
-    # "round_trip" is exact there, and pandas ≥ 3 is exact by default (and deprecates the option)
     exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
-    df = pd.read_csv(path, dtype=strs or None, **exact)
+    if not spath.exists():  # a table from before schemas: pandas' own type inference
+        return pd.read_csv(path, **exact)
+    with open(spath, encoding="utf-8") as fh:
+        schema = json.load(fh)
+    # only an empty field is missing: "NA", "None", "nan", "null" … are strings of str columns
+    df = pd.read_csv(path, dtype={c: _READ_DTYPES[k] for c, k in schema.items()},
+                     keep_default_na=False, na_values=[""], **exact)
     return _typed(df, schema)
 
 

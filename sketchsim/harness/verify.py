@@ -91,7 +91,7 @@ def _studies(names=None):
     mods = []
     for n in names:
         mod = load_experiment(n)
-        if not callable(getattr(mod, "claims", None)) and not callable(getattr(mod, "analyze", None)):
+        if not callable(getattr(mod, "claims", None)):
             raise ValueError(f"experiment {n!r} is not a study: it defines no claims(df) "
                              "(see experiments/README.md)")
         mods.append(mod)
@@ -154,9 +154,11 @@ def verify(profile="quick", jobs=1, executor=None, scheduler=None, seed=0, force
     timing = {"wall_s": float(sum(per.values())), "jobs": jobs, "executor": executor or "auto",
               "per_experiment_s": per, "this_invocation_s": time.perf_counter() - t0}
     atomic_write_text(tpath, json.dumps(timing, indent=1))
-    make_figures(rdir, fdir, [m.NAME for m in mods] if experiments else None, out=out)
-    write_report(rdir, fdir, profile, [m.NAME for m in mods] if experiments else None, timing=timing,
-                 seed=seed, allow_dirty=allow_dirty, out=out)
+    # the modules themselves, not their NAMEs: a study's NAME need not be its module name
+    chosen = None if experiments is None else mods
+    make_figures(rdir, fdir, chosen, out=out)
+    write_report(rdir, fdir, profile, chosen, timing=timing, seed=seed, allow_dirty=allow_dirty,
+                 out=out)
     return summaries
 
 
@@ -213,7 +215,9 @@ def write_report(results_dir="results", figures_dir="paper_figs", profile=None, 
     prov = provenance()
     rel_figs = os.path.relpath(figures_dir, results_dir).replace(os.sep, "/").rstrip("/")
     lines = ["# sketchsim verification report", ""]
-    dirty = " **written from a dirty tree (--allow-dirty)**" if doc["dirty"] else ""
+    dirty = ""
+    if doc["dirty"]:  # "--allow-dirty" only when it was given (a quick run needs no permission)
+        dirty = " **written from a dirty tree" + (" (--allow-dirty)**" if allow_dirty else "**")
     lines.append(f"Profile **{profile or 'unknown'}**, base seed {seed if seed is not None else 'n/a'}; "
                  f"generated {doc['generated']} by `sketchsim verify`/`sketchsim report` from the tables "
                  f"in `{results_dir}/` (sketchsim {prov.get('sketchsim_version')}, commit "
@@ -287,7 +291,7 @@ def claim_id(c):
     return f"{c.claim}|{c.family or 'all'}|{'-' if c.depth is None else c.depth}"
 
 
-def test_key(c, t):
+def checked_key(c, t):
     return f"{c.claim}.{c.family or 'all'}.d{'-' if c.depth is None else c.depth}.{t.key}"
 
 
@@ -299,7 +303,7 @@ def current_numbers(results_dir, experiments=None):
         for c in cl:
             entry["claims"][claim_id(c)] = c.verdict()[0]
             for t in c.tests:
-                entry["keys"][test_key(c, t)] = {**t.to_json(), "claim": claim_id(c)}
+                entry["keys"][checked_key(c, t)] = {**t.to_json(), "claim": claim_id(c)}
         data[mod.NAME] = entry
     return data
 
@@ -411,19 +415,27 @@ def check(jobs=1, executor=None, quiet=False, results_root="results", experiment
     """Re-run the quick profile (seed 0) in a scratch directory (or read ``from_dir``, a finished
     quick run of seed 0) and compare with the baselines. Returns the problems (empty: passed)."""
     baselines = load_baselines(results_root)
+    chosen, unbaselined = list(baselines), []
     if experiments is not None:
-        names = {m.NAME for m in _studies(experiments)}
-        baselines = {k: v for k, v in baselines.items() if k in names}
-    if from_dir is not None:
-        current = current_numbers(from_dir, experiments or list(baselines))
+        mods = _studies(experiments)
+        # a study without baselines must not pass the check vacuously
+        unbaselined = [m.NAME for m in mods if m.NAME not in baselines]
+        chosen = [m for m in mods if m.NAME in baselines]
+        baselines = {k: v for k, v in baselines.items() if k in {m.NAME for m in chosen}}
+    if not chosen:
+        current = {}
+    elif from_dir is not None:
+        current = current_numbers(from_dir, chosen)
     else:
         tmp = keep or tempfile.mkdtemp(prefix="sketchsim-check-")
         try:
-            current = _quick_run(0, tmp, jobs, executor, quiet, experiments or list(baselines))
+            current = _quick_run(0, tmp, jobs, executor, quiet, chosen)
         finally:
             if keep is None:
                 shutil.rmtree(tmp, ignore_errors=True)
-    problems = compare(baselines, current)
+    problems = [f"{name}: no baselines in {os.path.join(results_root, BASELINES_FILE)} (add them with "
+                f"`sketchsim check --update-baselines --experiments {name}`)" for name in unbaselined]
+    problems += compare(baselines, current)
     n = sum(len(v.get("keys", {})) for v in baselines.values())
     nc = sum(len(v.get("claims", {})) for v in baselines.values())
     if problems:
