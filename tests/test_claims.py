@@ -295,27 +295,28 @@ def fam(name, family, depth, *tests, **kw):
 
 def test_headline_substitute_never_decides():
     v, text = C.headline([fam("c", "hadamard", 2, good())])
-    assert v == C.INCONCLUSIVE and text == "inconclusive | substitute hadamard, depth 2: consistent"
+    assert v == C.INCONCLUSIVE and text == "inconclusive | substitute hadamard at depth 2: consistent"
     v, text = C.headline([fam("c", "haar", 2, good()), fam("c", "hadamard", 2, bad())])
     assert v == C.CONSISTENT
-    assert text == "consistent (haar, depth 2) | substitute hadamard, depth 2: not consistent"
+    assert text == "consistent for haar at depth 2 | substitute hadamard at depth 2: not consistent"
 
 
 def test_headline_names_the_paper_family_that_disagrees():
     claims = [fam("c", "haar", 2, good()), fam("c", "gaussian", 3, bad()),
               fam("c", "block-sparse", 2, good())]
     v, text = C.headline(claims)
-    assert v == C.NOT_CONSISTENT and text == "not consistent for gaussian, depth 3"
+    assert v == C.NOT_CONSISTENT and text == ("not consistent for gaussian at depth 3; consistent for haar at depth 2; "
+                                               "block-sparse at depth 2")
     claims.append(fam("c", None, None, bad()))  # a family-spanning claim decides too
-    assert C.headline(claims)[1] == "not consistent for gaussian, depth 3, all families"
+    assert C.headline(claims)[1].startswith("not consistent for gaussian at depth 3; all families; consistent for")
 
 
 def test_headline_inconclusive_cases():
     v, text = C.headline([fam("c", "haar", 2, unsure()), fam("c", "gaussian", 2,
                                                               inconclusive="too few d")])
     assert v == C.INCONCLUSIVE
-    assert text.startswith("inconclusive; inconclusive for haar, depth 2 (u: too little power")
-    assert "gaussian, depth 2 (too few d)" in text
+    assert text.startswith("inconclusive; inconclusive for haar at depth 2 (u: too little power")
+    assert "gaussian at depth 2 (too few d)" in text
     assert C.headline([]) == (C.INCONCLUSIVE, "inconclusive")
     # consistent where it could be decided, with the undecided named and reasoned
     v, text = C.headline([fam("c", "haar", 2, good()), fam("c", "block-sparse", 2, unsure())])
@@ -327,7 +328,7 @@ def test_group_headlines_and_experiment_verdict():
     claims = [fam("b", "haar", 2, good()), fam("a", "haar", 2, bad()), fam("b", "gaussian", 2, good())]
     heads = C.group_headlines(claims)
     assert list(heads) == ["b", "a"]                               # first-appearance order
-    assert heads["b"] == (C.CONSISTENT, "consistent (haar, depth 2, gaussian, depth 2)")
+    assert heads["b"] == (C.CONSISTENT, "consistent for haar at depth 2; gaussian at depth 2")
     assert C.experiment_verdict(claims) == C.NOT_CONSISTENT        # the worst headline
     assert C.experiment_verdict(claims[:1]) == C.CONSISTENT
     assert C.experiment_verdict([fam("x", "hadamard", 2, good())]) == C.INCONCLUSIVE

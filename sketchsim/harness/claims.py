@@ -259,6 +259,20 @@ class Claim:
                 "tests": [t.to_json() for t in self.tests]}
 
 
+def _cells(claims):
+    """``haar at depth 2, 3; gaussian at depth 2`` (families in first-appearance order)."""
+    order, depths = [], {}
+    for c in claims:
+        fam = c.family or "all families"
+        if fam not in depths:
+            order.append(fam)
+            depths[fam] = []
+        if c.depth is not None and c.depth not in depths[fam]:
+            depths[fam].append(c.depth)
+    return "; ".join(f + (f" at depth {', '.join(str(h) for h in sorted(depths[f]))}" if depths[f] else "")
+                     for f in order)
+
+
 def headline(claims):
     """(verdict, text) of claims sharing one name, over paper families and depths.
 
@@ -273,18 +287,25 @@ def headline(claims):
     good = [c for c in deciding if c.verdict()[0] == CONSISTENT]
     if bad:
         v = NOT_CONSISTENT
-        text = "not consistent for " + ", ".join(c.where() for c in bad)
+        text = "not consistent for " + _cells(bad)
+        if good:
+            text += "; consistent for " + _cells(good)
     elif good:
         v = CONSISTENT
-        text = "consistent (" + ", ".join(c.where() for c in good) + ")"
+        text = "consistent for " + _cells(good)
     else:
         v = INCONCLUSIVE
         text = "inconclusive"
     if inc:
-        text += "; inconclusive for " + ", ".join(
-            f"{c.where()} ({'; '.join(c.verdict()[1])})" for c in inc)
+        reasons = {}
+        for c in inc:
+            reasons.setdefault("; ".join(c.verdict()[1]), []).append(c)
+        text += "; inconclusive for " + "; ".join(f"{_cells(cs)} ({why})" for why, cs in reasons.items())
     if subs:
-        text += " | substitute " + ", ".join(f"{c.where()}: {c.verdict()[0]}" for c in subs)
+        parts = {}
+        for c in subs:
+            parts.setdefault(c.verdict()[0], []).append(c)
+        text += " | substitute " + "; ".join(f"{_cells(cs)}: {v_}" for v_, cs in parts.items())
     return v, text
 
 

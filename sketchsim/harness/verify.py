@@ -174,11 +174,24 @@ def make_figures(results_dir="results", figures_dir="paper_figs", experiments=No
 
 
 def study_claims(mod, df):
-    """The claims of one study on its results table (validated)."""
+    """The claims of one study on its results table (validated), completed by its ``SCOPE``.
+
+    ``SCOPE`` (optional) maps a claim name to ``{"families": [...], "depths": [...], "why": str}``:
+    the evidence the paper's statement covers. Every (family, depth) of the scope for which the
+    study returned no claim becomes an explicit *inconclusive* claim ("not measured: why"), so a
+    headline never silently rests on a subset.
+    """
     got = list(mod.claims(df))
     for c in got:
         if not isinstance(c, C.Claim):
             raise TypeError(f"claims() of {mod.NAME} must return Claim objects; got {type(c).__name__}")
+    have = {(c.claim, c.family, c.depth) for c in got}
+    for name, scope in getattr(mod, "SCOPE", {}).items():
+        for fam in scope.get("families", (None,)):
+            for h in scope.get("depths", (None,)):
+                if (name, fam, h) not in have:
+                    got.append(C.Claim(name, fam, h, [], inconclusive="not measured in this profile: "
+                                       + scope.get("why", "no runs")))
     return got
 
 
