@@ -6,19 +6,53 @@ leaves (depth 3) that read their attributes from the network input; attributes o
 sketches are built with a hidden D(b, q, d) bank with q·d/b = 6 nonzero blocks per column. The
 learner (:func:`sketchsim.learn.learn_from_sketches`) sees only the triples and b, q.
 
-Grid: ``depth`` (object levels of the teacher; 3 adds a middle level), ``w`` (weight of the target
-module's object t0), ``d_sketch`` (b is the smallest admissible block size for d), ``instance``
-(teacher and hidden bank; they depend on the grid parameters only, so every ``n_sketches`` of one
-instance shares them and the n-sweep isolates the effect of n), ``n_sketches``. ``rng`` draws the
-training and the fresh inputs.
+Grid (experiments/README.md vocabulary): ``depth`` (object levels of the teacher; 3 adds a middle
+level), ``w`` (weight of the target module's object t0), ``d_sketch`` (``block_size`` b is the
+smallest admissible block size for d, ``block_prob`` q = 6·b/d; both reported as metrics),
+``instance`` (teacher and hidden bank; they depend on the grid parameters only, so every
+``n_sketches`` of one instance shares them and the n-sweep isolates the effect of n),
+``n_sketches``. ``rng`` draws the training and the fresh inputs. The family is always
+``block-sparse``.
 
 Metrics: matrices recovered, matched to the hidden bank (by matrix signature), typed correctly
 (R_{M,1}/R_{M,2}) and paired correctly; columns exact; subgraph precision/recall against the objects
-with effective weight ≥ 0.3 (and recall at depth 2); per target object (``top0`` = t0,
-``top1`` = t1, ``mid0`` = t0.0 when depth = 3): recovered / identified / learned, inputs
-identified correctly, module error (median relative ℓ2 error of the learned module on 200 fresh
-true inputs; NaN unless learned with the right inputs), end-to-end error, attribute decode error,
-oracle error (the same fit on the true attributes of the same samples); times.
+with effective weight ≥ 0.3 (and recall at depth 2); identified objects that are teacher objects
+(``n_identified_true``); per target object (``top0`` = t0, ``top1`` = t1, ``mid0`` = t0.0 when
+depth = 3): recovered / identified / learned, inputs identified correctly, module error (median
+relative ℓ2 error of the learned module on 200 fresh true inputs; NaN unless learned with the right
+inputs), end-to-end error, attribute decode error, oracle error (the same fit on the true attributes
+of the same samples); the regime quantities of t0 (``snr_margin_top0``, ``min_blocks_top0``,
+``regime``) and ``success_top0``; times.
+
+The evaluation against the hidden bank (:class:`HiddenTruth`, :func:`label_names`,
+:func:`evaluate`) lives here, not in the library: the learner never sees the bank.
+
+Claim (pre-registered: written before the first run of this version; rules of
+``sketchsim.harness.claims``; family ``block-sparse``, depth = the teacher's depth)
+-------------------------------------------------------------------------------------------------
+``thm5`` — **Theorem 5: a module whose objects have sufficient weight is learned from sketches.**
+
+* **Regime** (the hypotheses, made concrete for the target module M_t0, per run). *Robust module
+  learnability*: the teacher's modules are normalised nonnegative-linear maps, which the learner's
+  model class fits exactly (oracle error ≈ 10⁻¹⁰). *Sufficient weight at this dimension*: the
+  identity coefficient of every attribute coordinate of t0 clears the learner's detection floor with
+  margin in some training sample, min_j max_k c_2·w·x_j⁽ᵏ⁾ ≥ :data:`SNR_MARGIN`·ω_min with
+  SNR_MARGIN = 1.25 (ω_min = r*·median‖s‖·√q, measured by the learner, :func:`sketchsim.learn.
+  detection_floor`; at 1.25× the floor a block passes the τ = 0.9 screen with probability ≈ 0.6
+  instead of 0.1), and t0's inputs are network-input leaves (depth-2 teacher; in a depth-3 teacher
+  t0's inputs are middle objects with c_3·W far below the floor, so no depth-3 run is in the regime).
+  *The draw of D*: each column the module's attributes need (R_{t0,1} columns 0…L−1; R_{t0,2}
+  only checks completeness when it is recovered, and is not needed) has at least
+  ⌈count_frac·q·d/b⌉ = 3 nonzero blocks in the hidden bank (the event Theorem 4's "with high
+  probability" covers; q·d/b = 6 misses it with probability ≈ 6% per column).
+* **Success** (``success_top0``): t0's module is declared learned, with exactly its true inputs, and
+  its median relative error on fresh inputs is ≤ ε = :data:`MODULE_EPS` = 0.1 (the learner's fit_tol).
+* **Rule**: test ``module_learned`` — the fraction of regime runs with success, Wilson 95% interval,
+  consistent when its upper end is ≥ 0.9 (failure probability δ = 0.1), not consistent otherwise,
+  inconclusive with no regime run or a half-width > 0.15; test ``identified_true`` (the fixed-tree
+  part: identified objects are objects of the teacher) — the fraction of identified objects, pooled
+  over all runs, that map to one teacher object, consistent when its upper end reaches 1 (no wrong
+  object at all; no resolution requirement). Runs outside the regime are counted in the note, not judged.
 
 Run: ``sketchsim run thm5_teacher --profile quick`` (or ``full``).
 """
@@ -28,16 +62,21 @@ import hashlib
 import math
 import os
 import time
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
-from sketchsim import MatrixBank, TheoremPreconditionWarning
+from sketchsim import MatrixBank, module_name
 from sketchsim import learn as LN
+from sketchsim._rng import check_random_state
 from sketchsim._validation import min_block_size
+from sketchsim.harness.claims import Claim, rate_test
+from sketchsim.harness.studykit import canonical_signature, md_table, quiet_precondition
+from sketchsim.matrices import parse_name
 
 NAME = "thm5_teacher"
 TITLE = "Theorem 5 — learning the teacher network from its sketches"
+ORDER = 80
 STATEMENT = (
     "*If the teacher deep modular network has constant depth, then any module M\\* which satisfies "
     "(Robust Module Learnability) the module is learnable from α = poly(N) input/output training pairs "
@@ -47,12 +86,31 @@ STATEMENT = (
     "overall sketches of dimension poly(1/w, 1/ε) log² N. Suppose we additionally know that the "
     "communication graph is a fixed tree. We can identify the sub-graph of objects which each have "
     "effective weight w in a β = 1/poly(N) fraction of the inputs.* (paper §4.1)")
+METHOD = (
+    "Teacher: fixed tree, two top objects t0, t1 (depth 2, output weights w, 1 − w), each a normalised "
+    "nonnegative-linear module of two leaves read from the network input; attributes of length 2; hidden "
+    "D(b, q, d) bank with q·d/b = 6. The learner sees (input, output, sketch) triples and b, q only (screen "
+    "τ = 0.9, count ≥ 3 blocks, `sketchsim.learn.LEARN_DEFAULTS`). **`thm5`** judges the runs inside the "
+    "theorem's regime for the target module M_t0: depth-2 teacher, t0's identity coefficients c_2·w·x_j "
+    "above 1.25× the learner's detection floor in some sample, and every attribute column of R_{t0,1} with "
+    "at least 3 nonzero blocks; success = t0's module learned with its true inputs and fresh-input error ≤ 0.1. "
+    "Consistent when the Wilson 95% interval of the success fraction reaches 0.9 (inconclusive when its "
+    "half-width exceeds 0.15), and when every identified object is a teacher object.")
 
 BLOCKS_PER_COLUMN = 6
 """q·d/b: expected nonzero blocks per column. The count threshold count_frac·q·d/b = 3 blocks."""
 W_SUBGRAPH = 0.3
 """Effective weight defining the true subgraph for precision / recall."""
 N_FRESH = 200
+SNR_MARGIN = 1.25
+"""Regime: t0's largest identity coefficient per coordinate must be ≥ SNR_MARGIN × the detection floor."""
+MODULE_EPS = LN.LEARN_DEFAULTS["fit_tol"]
+"""ε of robust module learnability: largest median relative error of a learned module on fresh inputs."""
+SUCCESS_RATE = 0.9
+"""1 − δ for ``module_learned`` (Wilson upper end)."""
+SUCCESS_RESOLUTION = 0.15
+IDENTIFIED_RATE = 1.0
+"""``identified_true``: every identified object must be a teacher object (Wilson upper end 1, within 1e-9)."""
 
 PROFILES = {
     "quick": [
@@ -102,11 +160,10 @@ def _instance(params):
     t0 = time.perf_counter()
     teacher = LN.make_teacher(depth=depth, n_top=2, fan_in=2, attr_dim=2, kind="linear",
                               top_weights=[w, 1.0 - w], random_state=seed % 2**32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TheoremPreconditionWarning)
+    with quiet_precondition():
         bank = MatrixBank(d, "block-sparse", seed % 2**31, block_size=b, block_prob=q)
         smap = LN.sketch_map(teacher, bank)
-    truth = LN.hidden_truth(bank, teacher, max_column=4)
+    truth = hidden_truth(bank, teacher, max_column=4)
     del bank
     _CACHE[key] = (teacher, smap, truth, b, q, time.perf_counter() - t0)
     return _CACHE[key]
@@ -119,6 +176,23 @@ def _targets(teacher):
     return out
 
 
+def regime_quantities(teacher, truth, train, learned, b, q, d):
+    """(snr margin, fewest nonzero blocks of a needed column, count threshold, in regime) of the
+    target module M_t0 (module docstring, "Regime")."""
+    from sketchsim.theory import depth_constant
+
+    X = train.attributes["t0"]
+    omega = depth_constant(teacher.depth("t0")) * teacher.weight("t0")
+    margin = float(omega * X.max(axis=0).min() / learned.floor) if learned.floor > 0 else float("nan")
+    mod = teacher.module_name("t0")
+    needed = [(module_name(mod, 1), j) for j in range(X.shape[1])]        # R_{t0,1}: the attributes
+    blocks = min(len(truth.columns.get(key, {})) for key in needed)
+    thr = math.ceil(learned.params["count_frac"] * q * d / b - 1e-12)
+    inputs_are_leaves = all(c in teacher.leaves for c in teacher.inputs_of["t0"])
+    ok = inputs_are_leaves and margin >= SNR_MARGIN and blocks >= thr
+    return margin, blocks, thr, ok
+
+
 def run_one(params, rng):
     teacher, smap, truth, b, q, t_build = _instance(params)
     n = int(params["n_sketches"])
@@ -129,12 +203,12 @@ def run_one(params, rng):
     learned = LN.learn_from_sketches(train.inputs, train.outputs, train.sketches, b, q,
                                      input_dims=teacher.input_dims)
     t_learn = time.perf_counter() - t0
-    ev = LN.evaluate(learned, teacher, truth, train=train, random_state=rng, n_fresh=N_FRESH,
-                     w_subgraph=W_SUBGRAPH)
+    ev = evaluate(learned, teacher, truth, train=train, random_state=rng, n_fresh=N_FRESH, w_subgraph=W_SUBGRAPH)
     out = {k: ev[k] for k in ("n_matrices", "n_matched", "n_typed_correct", "typing_accuracy", "n_attr_typed",
                               "n_count_typed", "n_unknown_typed", "n_pairs", "n_pairs_correct", "n_columns",
-                              "columns_exact_fraction", "n_identified", "n_true_subgraph", "subgraph_precision",
-                              "subgraph_recall", "subgraph_recall_depth2", "sketch_norm", "floor")}
+                              "columns_exact_fraction", "n_identified", "n_identified_true", "n_true_subgraph",
+                              "subgraph_precision", "subgraph_recall", "subgraph_recall_depth2", "sketch_norm",
+                              "floor")}
     out["n_module_matrices_true"] = 3 * len(teacher.graph.modules)
     out["n_bank_matrices"] = len(truth.names)
     out["n_identity_matrices_depth2"] = 2 * len(teacher.top)
@@ -148,8 +222,16 @@ def run_one(params, rng):
         obj = next((o for o in learned.objects if ev[f"recovered_{oid}"] and _maps_to(o, oid, learned, truth)),
                    None)
         out[f"omega_hat_{tag}"] = obj.omega if obj is not None else float("nan")
-    out["b"] = b
-    out["q"] = q
+    margin, blocks, thr, ok = regime_quantities(teacher, truth, train, learned, b, q, int(smap.d_sketch))
+    out["snr_margin_top0"] = margin
+    out["min_blocks_top0"] = blocks
+    out["count_threshold"] = thr
+    out["regime"] = float(ok)
+    err = out["module_err_top0"]
+    out["success_top0"] = float(out["learned_top0"] == 1.0 and out["inputs_ok_top0"] == 1.0
+                                and math.isfinite(err) and err <= MODULE_EPS)
+    out["block_size"] = b
+    out["block_prob"] = q
     out["time_build_s"] = t_build
     out["time_samples_s"] = t_samples
     out["time_learn_s"] = t_learn
@@ -157,32 +239,232 @@ def run_one(params, rng):
 
 
 def _maps_to(obj, oid, learned, truth):
-    names = LN.label_names(learned.dictionary, truth)
+    names = label_names(learned.dictionary, truth)
     nm = names[obj.attr_label]
     return nm is not None and nm == f"module/M{oid}/1"
 
 
-# ----------------------------------------------------------------------------------- analysis
+# ----------------------------------------------------------------------------------- evaluation (hidden truth)
+@dataclass
+class HiddenTruth:
+    """What the evaluation needs from the hidden bank: every matrix's canonical signature σ̂_m and
+    the true blocks of its first ``max_column`` columns (so the bank itself can be dropped)."""
+
+    names: list
+    signatures: dict          # name -> (b/3,) int8 or None (no nonzero block)
+    columns: dict             # (name, j) -> {block row: signs (b,)}
+
+
+def hidden_truth(bank, teacher, max_column=8):
+    """:class:`HiddenTruth` of the matrices ``bank`` uses for ``teacher`` (evaluation only)."""
+    names = bank.matrix_names(teacher.graph)
+    sigs, cols = {}, {}
+    for nm in names:
+        op = bank.get(nm)
+        sigs[nm] = canonical_signature(op)
+        for j in range(min(max_column, op.d)):
+            lo, hi = op.col_ptr[j], op.col_ptr[j + 1]
+            cols[(nm, j)] = dict(zip(op.blk_row[lo:hi].tolist(), op.blk_sign[lo:hi].copy()))
+    return HiddenTruth(names=names, signatures=sigs, columns=cols)
+
+
+def label_names(dictionary, truth, names=None):
+    """Map every recovered label to the hidden matrix it came from (evaluation only).
+
+    ``truth`` is a :class:`HiddenTruth` or a MatrixBank (then ``names`` lists the matrices).
+    Matches the canonical matrix signature σ̂_m of each label within the learner's Hamming
+    tolerance. Returns a list: name or None.
+    """
+    if isinstance(truth, MatrixBank):
+        sigs = {nm: canonical_signature(truth.get(nm)) for nm in names}
+    else:
+        sigs = truth.signatures
+    h = int(dictionary.params.get("hamming_tol", 0))
+    out = []
+    for lab in range(dictionary.n_matrices):
+        s = dictionary.matrix_signature[lab]
+        best, bd = None, h + 1
+        for nm, t in sigs.items():
+            if t is None:
+                continue
+            dist = int(np.count_nonzero(t != s))
+            if dist < bd:
+                best, bd = nm, dist
+        out.append(best)
+    return out
+
+
+def _columns_exact(dictionary, truth, names_of):
+    ok = n = 0
+    for c in range(dictionary.n_columns):
+        nm = names_of[int(dictionary.column_matrix[c])]
+        key = (nm, int(dictionary.column_index[c]))
+        n += 1
+        if nm is None or key not in truth.columns:
+            continue
+        blocks = truth.columns[key]
+        rows, signs = dictionary.column_blocks(c)
+        ok += all(int(r) in blocks and np.array_equal(sg, blocks[int(r)]) for r, sg in zip(rows, signs))
+    return ok, n
+
+
+def evaluate(learned, teacher, truth, train=None, random_state=None, n_fresh=200, w_subgraph=0.2):
+    """Compare a :class:`LearnedNetwork` with the teacher and the hidden bank (experiment side).
+
+    ``truth`` is the hidden :class:`~sketchsim.MatrixBank` or its :class:`HiddenTruth`.
+
+    Returns a dict of scalars: matrices recovered / matched to a bank matrix / typed correctly /
+    paired correctly, columns exact, subgraph precision and recall against the objects with
+    effective weight ≥ ``w_subgraph`` (and recall per depth), and for every internal teacher object
+    ``<id>``: ``learned_<id>`` (0/1), ``inputs_ok_<id>`` (selected inputs = true inputs),
+    ``module_err_<id>`` (median relative ℓ2 error of the learned module on ``n_fresh`` fresh true
+    inputs; NaN unless learned with the right inputs), ``e2e_err_<id>`` (learned chain from fresh
+    network inputs), ``oracle_err_<id>`` (the same fit on the true training attributes, when
+    ``train`` — the training :class:`TeacherSamples` — is given) and ``attr_err_<id>`` (median
+    relative ℓ2 error of the decoded training attributes).
+    """
+    rng = check_random_state(random_state)
+    g = teacher.graph
+    if isinstance(truth, MatrixBank):
+        truth = hidden_truth(truth, teacher)
+    if not isinstance(truth, HiddenTruth):
+        raise ValueError(f"truth must be a MatrixBank or a HiddenTruth; got {type(truth).__name__}")
+    dl = learned.dictionary
+    names_of = label_names(dl, truth)
+    kind_true = {}
+    for lab, nm in enumerate(names_of):
+        if nm is None:
+            kind_true[lab] = None
+        else:
+            pn = parse_name(nm)
+            kind_true[lab] = "tuple" if pn[0] == "tuple" else ("R_{M,%d}" % pn[2], pn[1])
+    n_match = sum(nm is not None for nm in names_of)
+    n_typed_ok = 0
+    for m in learned.matrices:
+        kt = kind_true[m.label]
+        n_typed_ok += bool(kt is not None and kt != "tuple" and kt[0] == m.kind)
+    col_ok, col_n = _columns_exact(dl, truth, names_of)
+    # objects: learned object -> teacher object (module unique per internal object; 'leaf' shared)
+    obj_of = {}
+    pair_ok = pair_n = 0
+    for o in learned.objects:
+        kt = kind_true[o.attr_label]
+        mod = kt[1] if (kt is not None and kt != "tuple" and kt[0] == "R_{M,1}") else None
+        ids = [oid for oid in g.ids if g.module(oid) == mod] if mod else []
+        obj_of[o.name] = ids[0] if len(ids) == 1 else (tuple(ids) if ids else None)
+        if o.count_label is not None:
+            pair_n += 1
+            kc = kind_true[o.count_label]
+            pair_ok += bool(mod is not None and kc is not None and kc != "tuple" and kc == ("R_{M,2}", mod))
+    truth = {oid for oid in g.ids if g.weight(oid) >= w_subgraph}
+    ident = [o for o in learned.objects if o.identified]
+    hits = {obj_of[o.name] for o in ident if isinstance(obj_of[o.name], str)}
+    good_ident = sum(1 for o in ident if isinstance(obj_of[o.name], str) and obj_of[o.name] in truth)
+    out = {
+        "n_matrices": len(learned.matrices),
+        "n_matched": n_match,
+        "n_typed_correct": n_typed_ok,
+        "typing_accuracy": n_typed_ok / len(learned.matrices) if learned.matrices else float("nan"),
+        "n_attr_typed": sum(m.kind == "R_{M,1}" for m in learned.matrices),
+        "n_count_typed": sum(m.kind == "R_{M,2}" for m in learned.matrices),
+        "n_unknown_typed": sum(m.kind == "unknown" for m in learned.matrices),
+        "n_pairs": pair_n,
+        "n_pairs_correct": pair_ok,
+        "n_columns": dl.n_columns,
+        "columns_exact_fraction": col_ok / col_n if col_n else float("nan"),
+        "n_identified": len(ident),
+        "n_identified_true": sum(1 for o in ident if isinstance(obj_of[o.name], str)),
+        "n_true_subgraph": len(truth),
+        "subgraph_precision": good_ident / len(ident) if ident else float("nan"),
+        "subgraph_recall": len(hits & truth) / len(truth) if truth else float("nan"),
+        "sketch_norm": learned.sketch_norm,
+        "floor": learned.floor,
+    }
+    for h in sorted({g.depth(oid) for oid in g.ids}):
+        at_h = {oid for oid in truth if g.depth(oid) == h}
+        out[f"subgraph_recall_depth{h}"] = len(hits & at_h) / len(at_h) if at_h else float("nan")
+    # modules
+    U = teacher.sample_inputs(n_fresh, rng)
+    fresh = teacher.forward(U)
+    pred = learned.predict(U)
+    learned_of = {v: k for k, v in obj_of.items() if isinstance(v, str)}
+    in_map = {f"in{i}": leaf for i, leaf in enumerate(teacher.leaves)}
+    for oid in teacher.order:
+        key = oid
+        lname = learned_of.get(oid)
+        o = learned.object(lname) if lname else None
+        Lt = teacher.attr_dim(oid)
+        out[f"recovered_{key}"] = float(o is not None)
+        out[f"identified_{key}"] = float(o is not None and o.identified)
+        out[f"learned_{key}"] = float(o is not None and o.learned)
+        out[f"certified_fraction_{key}"] = o.certified_fraction if o is not None else 0.0
+        ins_ok = False
+        merr = e2e = aerr = float("nan")
+        if o is not None and o.module is not None:
+            mapped = [in_map.get(c, obj_of.get(c)) for c in o.module.inputs]
+            ins_ok = set(mapped) == set(teacher.inputs_of[oid]) and len(mapped) == len(teacher.inputs_of[oid])
+            P = _pad(pred[o.name], Lt)
+            e2e = float(np.median(LN._rel_err(P, fresh[oid])))
+            if ins_ok and o.learned:
+                Z = np.concatenate([fresh[m] for m in mapped], axis=1)
+                merr = float(np.median(LN._rel_err(_pad(o.module.predict(Z), Lt), fresh[oid])))
+        if o is not None and train is not None:
+            aerr = float(np.median(LN._rel_err(_pad(o.attributes, Lt), train.attributes[oid])))
+        out[f"inputs_ok_{key}"] = float(ins_ok)
+        out[f"module_err_{key}"] = merr
+        out[f"e2e_err_{key}"] = e2e
+        out[f"attr_err_{key}"] = aerr
+        if train is not None:
+            Zt = np.concatenate([train.attributes[c] for c in teacher.inputs_of[oid]], axis=1)
+            B = LN._fit(Zt, train.attributes[oid], learned.params["fit"], learned.params["ridge"])
+            Zf = np.concatenate([fresh[c] for c in teacher.inputs_of[oid]], axis=1)
+            out[f"oracle_err_{key}"] = float(np.median(LN._rel_err(LN._predict(B, Zf), fresh[oid])))
+    return out
+
+
+def _pad(X, L):
+    X = np.atleast_2d(X)
+    if X.shape[1] >= L:
+        return X[:, :L]
+    return np.hstack([X, np.zeros((X.shape[0], L - X.shape[1]))])
+
+
+# ----------------------------------------------------------------------------------- claims
 def _fmt(v, nd=3):
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
     return f"{v:.{nd}g}"
 
 
-def analyze(df):
-    import pandas as pd
+def claims(df):
+    """``thm5`` per teacher depth (module docstring)."""
+    if df is None or not len(df) or "m_regime" not in df:
+        return [Claim("thm5", "block-sparse", None, [], inconclusive="no runs")]
+    out = []
+    for depth, g in df.groupby("p_depth"):
+        reg = g[g["m_regime"] == 1.0]
+        rest = g[g["m_regime"] != 1.0]
+        k, n = int(reg["m_success_top0"].sum()), len(reg)
+        t1 = rate_test("module_learned", "regime runs in which t0's module is learned (true inputs, error ≤ 0.1)",
+                       k, n, SUCCESS_RATE, tol=0.0, resolution=SUCCESS_RESOLUTION,
+                       source="Theorem 5: sufficient weight ⇒ learned with high probability (δ = 0.1)")
+        ni, nt = int(g["m_n_identified"].sum()), int(g["m_n_identified_true"].sum())
+        t2 = rate_test("identified_true", "identified objects that are objects of the teacher", nt, ni,
+                       IDENTIFIED_RATE, tol=1e-9, source="Theorem 5, fixed tree: the identified sub-graph")
+        note = (f"inside the regime (depth-2 teacher, SNR margin ≥ {SNR_MARGIN}, needed columns with ≥ the count "
+                f"threshold of blocks): {k} of {n} runs learn t0's module; outside, not evidence: "
+                f"{int(rest['m_success_top0'].sum())} of {len(rest)}; {nt} of {ni} identified objects are teacher objects")
+        why = "" if n else "no run inside the theorem's regime (t0's identity coefficients too close to the floor)"
+        out.append(Claim("thm5", "block-sparse", int(depth), [t1, t2], note=note, inconclusive=why))
+    return out
 
+
+def details(df):
+    """What was learned per (d, w), against n, the regime, the depth-3 teacher and timings."""
     if df is None or len(df) == 0:
-        return {"markdown": "No runs.", "baselines": {}}
-    df = df.copy()
+        return "No runs."
     d2 = df[df["p_depth"] == 2]
     lines = []
-    lines.append("**Setting.** Teacher: fixed tree, two top objects t0, t1 (depth 2, output weights w, 1 − w), "
-                 "each a normalised nonnegative-linear module of two leaves (depth 3) read from the network input; "
-                 f"attributes of length 2; hidden D(b, q, d) bank with q·d/b = {BLOCKS_PER_COLUMN}. The learner sees "
-                 "(input, output, sketch) triples and b, q only. Screen τ = 0.9, count ≥ 3 blocks "
-                 "(`sketchsim.learn.LEARN_DEFAULTS`).")
-    lines.append("")
     if len(d2):
         g = d2.groupby(["p_d_sketch", "p_w"])
         tab = g.agg(runs=("m_learned_top0", "size"), learned=("m_learned_top0", "mean"),
@@ -190,107 +472,68 @@ def analyze(df):
                     n_mat=("m_n_matrices", "median"), err=("m_module_err_top0", "median"),
                     oracle=("m_oracle_err_top0", "median"), recall2=("m_subgraph_recall_depth2", "mean"),
                     prec=("m_subgraph_precision", "mean"), floor=("m_floor", "median"),
-                    omega=("m_omega_top0", "median")).reset_index()
-        lines.append("**What was learned (depth-2 teacher), all n pooled.** `learned t0` = fraction of runs in which "
-                     "the target module (object t0, weight w) was recovered, typed, paired, fitted on the right inputs "
-                     "and passed the learner's own checks; `error` = median relative ℓ2 error of the learned module "
-                     "on fresh inputs (where learned); `oracle` = the same fit on the true attributes.")
-        lines.append("")
-        lines.append("| d | w | runs | matrices (median) | typed correctly | learned t0 | learned t1 (weight 1−w) | "
-                     "error t0 | oracle t0 | subgraph recall (depth 2) | precision | ω_t0 = c₂w | floor ω_min |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for _, r in tab.iterrows():
-            lines.append(f"| {int(r.p_d_sketch)} | {r.p_w:g} | {int(r.runs)} | {_fmt(r.n_mat)} | {_fmt(r.typing)} | "
-                         f"{r.learned:.0%} | {r.learned1:.0%} | {_fmt(r.err)} | {_fmt(r.oracle)} | "
-                         f"{_fmt(r.recall2)} | {_fmt(r.prec)} | {_fmt(r.omega)} | {_fmt(r.floor)} |")
-        lines.append("")
+                    omega=("m_omega_top0", "median"), margin=("m_snr_margin_top0", "median"),
+                    regime=("m_regime", "sum"), success=("m_success_top0", "sum")).reset_index()
+        rows = [[int(r.p_d_sketch), f"{r.p_w:g}", int(r.runs), int(r.regime), int(r.success), _fmt(r.margin),
+                 _fmt(r.n_mat), _fmt(r.typing), f"{r.learned:.0%}", f"{r.learned1:.0%}", _fmt(r.err), _fmt(r.oracle),
+                 _fmt(r.recall2), _fmt(r.prec), _fmt(r.omega), _fmt(r.floor)] for _, r in tab.iterrows()]
+        lines += ["**What was learned (depth-2 teacher), all n pooled.** `in regime` = runs inside the claim's regime; "
+                  "`learned t0` = fraction of runs in which the target module (object t0, weight w) was recovered, "
+                  "typed, paired, fitted on the right inputs and passed the learner's own checks; `error` = median "
+                  "relative ℓ2 error of the learned module on fresh inputs (where learned); `oracle` = the same fit on "
+                  "the true attributes; SNR margin = min_j max_k c₂·w·x_j / ω_min (median over runs).", "",
+                  md_table(["d", "w", "runs", "in regime", "successes in regime", "SNR margin", "matrices (median)",
+                            "typed correctly", "learned t0", "learned t1 (weight 1−w)", "error t0", "oracle t0",
+                            "subgraph recall (depth 2)", "precision", "ω_t0 = c₂w", "floor ω_min"], rows), ""]
+        out_reg = d2[d2["m_regime"] != 1.0]
+        if len(out_reg):
+            why = {"SNR margin < 1.25": int((out_reg["m_snr_margin_top0"] < SNR_MARGIN).sum()),
+                   "a needed column below the count threshold": int(
+                       (out_reg["m_min_blocks_top0"] < out_reg["m_count_threshold"]).sum())}
+            lines += ["Runs outside the regime, by reason (a run may have both): "
+                      + ", ".join(f"{k}: {v}" for k, v in why.items()) + ".", ""]
         gn = d2.groupby(["p_d_sketch", "p_n_sketches"]).agg(
             learned=("m_learned_top0", "mean"), err=("m_module_err_top0", "median"),
             cert=("m_certified_fraction_top0", "median")).reset_index()
-        lines.append("**Against the number of sketches** (all w pooled): fraction learned / median module error / "
-                     "median fraction of samples in which t0's attribute matrix was certified.")
-        lines.append("")
         ns = sorted(gn.p_n_sketches.unique())
-        lines.append("| d | " + " | ".join(f"n = {int(n)}" for n in ns) + " |")
-        lines.append("|---|" + "---|" * len(ns))
+        rows = []
         for dv in sorted(gn.p_d_sketch.unique()):
-            cells = []
+            cells = [int(dv)]
             for n in ns:
                 r = gn[(gn.p_d_sketch == dv) & (gn.p_n_sketches == n)]
                 cells.append("—" if r.empty else f"{r.learned.iloc[0]:.0%} / {_fmt(r.err.iloc[0], 2)} / "
                              f"{_fmt(r.cert.iloc[0], 2)}")
-            lines.append(f"| {int(dv)} | " + " | ".join(cells) + " |")
+            rows.append(cells)
+        lines += ["**Against the number of sketches** (all w pooled): fraction learned / median module error / "
+                  "median fraction of samples in which t0's attribute matrix was certified.", "",
+                  md_table(["d"] + [f"n = {int(n)}" for n in ns], rows), ""]
+        lines.append(f"Matrices recovered are only R_{{M,1}} and R_{{M,2}} of depth-2 modules, through the identity "
+                     f"branch; typing accuracy {_fmt(d2['m_typing_accuracy'].mean())} (mean over runs with a recovered "
+                     f"matrix), pairs correct {int(d2['m_n_pairs_correct'].sum())}/{int(d2['m_n_pairs'].sum())}, "
+                     f"recovered blocks exact in {d2['m_columns_exact_fraction'].mean():.0%} of the recovered columns "
+                     "(mean over runs). No tuple matrix R_i or R_{M,0} is recovered (dense coefficient vectors), and no "
+                     "depth-3 object (the leaves; c₃ = c₂/16): a module whose inputs are not read from the network "
+                     "input is not learnable at these sizes (a depth-3 object needs d ≈ 10⁷).")
         lines.append("")
     d3 = df[df["p_depth"] == 3]
     if len(d3):
-        lines.append(f"**Depth-3 teacher** (a middle level; d = {', '.join(str(int(v)) for v in sorted(d3.p_d_sketch.unique()))}, "
-                     f"{len(d3)} runs): middle objects recovered in {d3['m_recovered_mid0'].mean():.0%} of runs "
-                     f"(ω = c₃·W = {d3['m_omega_mid0'].median():.2g} against a floor of {d3['m_floor'].median():.2g}); "
-                     f"the top module t0 was fitted on the right inputs in {d3['m_inputs_ok_top0'].mean():.0%} of runs "
-                     f"(its true inputs are the unrecovered middle objects, so any fit is a composite on the leaves: "
-                     f"end-to-end error {_fmt(d3['m_e2e_err_top0'].median())}).")
+        lines.append(f"**Depth-3 teacher** (a middle level, outside the regime by construction; d = "
+                     f"{', '.join(str(int(v)) for v in sorted(d3.p_d_sketch.unique()))}, {len(d3)} runs): middle objects "
+                     f"recovered in {d3['m_recovered_mid0'].mean():.0%} of runs (ω = c₃·W = "
+                     f"{d3['m_omega_mid0'].median():.2g} against a floor of {d3['m_floor'].median():.2g}); the top module "
+                     f"t0 was fitted on the right inputs in {d3['m_inputs_ok_top0'].mean():.0%} of runs and declared "
+                     f"learned in {d3['m_learned_top0'].mean():.0%} (as a map from network-input groups: the composite "
+                     f"of the unseen modules, end-to-end error {_fmt(d3['m_e2e_err_top0'].median())}).")
         lines.append("")
-    # verdict
-    lines.append("**Verdict.**")
-    if len(d2):
-        per_d_rate = d2.groupby("p_d_sketch")["m_learned_top0"].mean()
-        errs_d = d2.groupby("p_d_sketch")["m_module_err_top0"].median()
-        lines.append("- Learned: the depth-2 module of the heavier top object, whenever both of its attribute columns "
-                     "(and, for the checks, its e₁ column) pass the block screen in some sample. Fraction of runs with "
-                     "t0 learned, by d: " + ", ".join(f"{per_d_rate[k]:.0%} at d = {int(k)}" for k in per_d_rate.index)
-                     + "; median module error on fresh inputs where learned: "
-                     + ", ".join(f"{_fmt(errs_d[k], 2)} at d = {int(k)}" for k in errs_d.index)
-                     + " (the oracle fit on the true attributes is exact, so this is the decode error of the "
-                     "attributes, ∝ 1/√d). Matrices recovered are only R_{M,1} and R_{M,2} of depth-2 modules, "
-                     f"through the identity branch; typing accuracy {_fmt(d2['m_typing_accuracy'].mean())} (mean over "
-                     f"runs with a recovered matrix), pairs correct {int(d2['m_n_pairs_correct'].sum())}/"
-                     f"{int(d2['m_n_pairs'].sum())}, recovered blocks exact in "
-                     f"{d2['m_columns_exact_fraction'].mean():.0%} of the recovered columns.")
-        ns = sorted(d2.p_n_sketches.unique())
-        keys = ["p_w", "p_d_sketch", "p_instance"]
-        both = d2.groupby(keys)["p_n_sketches"].agg(lambda v: {ns[0], ns[-1]} <= set(v))
-        same = d2.set_index(keys).loc[both[both].index].reset_index() if both.any() else d2.iloc[:0]
-        if len(ns) > 1 and len(same):
-            lo, hi = same[same.p_n_sketches == ns[0]], same[same.p_n_sketches == ns[-1]]
-            lines.append(f"- The number of sketches matters little (same teachers and banks): t0 learned in "
-                         f"{lo.m_learned_top0.mean():.0%} of runs "
-                         f"with n = {int(ns[0])} and {hi.m_learned_top0.mean():.0%} with n = {int(ns[-1])}, median error "
-                         f"{_fmt(lo.m_module_err_top0.median(), 2)} vs {_fmt(hi.m_module_err_top0.median(), 2)}. What "
-                         "blocks a column is the other words of the same objects, nearly the same noise in every "
-                         "sample, so a column that fails in one sample fails in most; and the decode error is a "
-                         "fixed distortion that more samples do not average out. d (and w) decide.")
-        small = tab[tab.p_d_sketch == tab.p_d_sketch.min()]
-        lines.append(f"- Not learned: at d = {int(small.p_d_sketch.iloc[0])} (t0 learned in {small.learned.mean():.0%} of "
-                     "runs) the single-sample SNR c₂·w·x_j/(‖s‖√q) is mostly below the screen's ≈ 2.3; at every d, "
-                     "teachers whose needed column has fewer than 3 nonzero blocks (probability ≈ 6% per column at "
-                     "q·d/b = 6) or whose attribute coordinate never exceeds ≈ 0.9. The lighter top object "
-                     f"(weight 1 − w) was learned in {d2['m_learned_top1'].mean():.0%} of runs (only when c₂(1 − w) "
-                     "clears the floor). No tuple matrix R_i or R_{M,0} is ever recovered (dense coefficient vectors), "
-                     "and no depth-3 object (the leaves; c₃ = c₂/16), so no module whose inputs are not read from the "
-                     "network input can be learned at these sizes (a depth-3 object needs d ≈ 10⁷).")
-    if len(d3):
-        lines.append("- With a middle level, the learner cannot tell: it reports the top object's map from the leaves "
-                     f"(declared learned in {d3['m_learned_top0'].mean():.0%} of runs, flagged in the report as a map "
-                     "from network-input groups), which is the composite of the unseen modules, not the module.")
     inst = df.drop_duplicates(subset=["p_depth", "p_w", "p_d_sketch", "p_instance"])
     per_d = inst.groupby("p_d_sketch")["m_time_build_s"].median()
-    lines.append(f"- Times: learner median {_fmt(df['m_time_learn_s'].median(), 2)} s per run (max "
+    lines.append(f"Times: learner median {_fmt(df['m_time_learn_s'].median(), 2)} s per run (max "
                  f"{_fmt(df['m_time_learn_s'].max(), 2)} s); building the hidden bank and the exact affine sketch map, "
-                 "once per instance: " + ", ".join(f"{_fmt(v, 2)} s at d = {int(k)}" for k, v in per_d.items())
-                 + f"; sweep total {_fmt(df['time_s'].sum() if 'time_s' in df else float('nan'), 3)} s.")
-    lines.append("")
-    lines.append("Figures: `thm5_module_error_vs_n.png`, `thm5_module_error_vs_d.png`, `thm5_recovered_matrices.png`.")
-    baselines = {}
-    if len(d2):
-        big = d2[d2.p_d_sketch == d2.p_d_sketch.max()]
-        baselines["learned_rate_top0_dmax"] = float(big["m_learned_top0"].mean())
-        baselines["typing_accuracy_mean"] = float(d2["m_typing_accuracy"].mean())
-        errs = big["m_module_err_top0"].dropna()
-        if len(errs):
-            baselines["module_err_top0_dmax_median"] = float(errs.median())
-        baselines["n_matrices_dmax_median"] = float(big["m_n_matrices"].median())
-        baselines["learned_rate_top0_dmin"] = float(d2[d2.p_d_sketch == d2.p_d_sketch.min()]["m_learned_top0"].mean())
-    return {"markdown": "\n".join(lines), "baselines": baselines}
+                 "once per instance: " + ", ".join(f"{_fmt(v, 2)} s at d = {int(k)}" for k, v in per_d.items()) + ".")
+    return "\n".join(lines)
+
+
+FIGURES = ("thm5_module_error_vs_n.png", "thm5_module_error_vs_d.png", "thm5_recovered_matrices.png")
 
 
 def figures(df, outdir):
@@ -326,7 +569,7 @@ def figures(df, outdir):
                  f"(oracle fit on the true attributes ≤ {_fmt(oracle, 2)}: exact family)", fontsize=8)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    paths.append(save_figure(fig, os.path.join(outdir, "thm5_module_error_vs_n.png")))
+    paths.append(save_figure(fig, os.path.join(outdir, FIGURES[0])))
     # 2. module error (and learned fraction) vs d, per w
     fig, axes = new_figure(ncols=2)
     nmax = d2.p_n_sketches.max()
@@ -353,7 +596,7 @@ def figures(df, outdir):
     axes[1].set_ylabel("fraction of runs with t0 learned")
     axes[1].grid(True, alpha=0.3)
     axes[1].legend(fontsize=8)
-    paths.append(save_figure(fig, os.path.join(outdir, "thm5_module_error_vs_d.png")))
+    paths.append(save_figure(fig, os.path.join(outdir, FIGURES[1])))
     # 3. recovered matrices vs d
     fig, (ax,) = new_figure()
     m = d2.groupby("p_d_sketch")[["m_n_attr_typed", "m_n_count_typed", "m_n_unknown_typed", "m_n_typed_correct",
@@ -375,5 +618,5 @@ def figures(df, outdir):
     ax.set_ylabel("matrices per run (mean)")
     ax.legend(fontsize=7, loc="upper left", ncol=2)
     ax.grid(True, axis="y", alpha=0.3)
-    paths.append(save_figure(fig, os.path.join(outdir, "thm5_recovered_matrices.png")))
+    paths.append(save_figure(fig, os.path.join(outdir, FIGURES[2])))
     return paths

@@ -1,26 +1,29 @@
 """Unrolling: the recursive-sketch property (paper §1, §3.3; THEORY.md §2.2).
 
-Every run sketches a depth-3 tree (``build_tree``: the output holds two objects of module ``P``,
-each holding objects of module ``Q``; positions shuffled with ``rng``) and recovers the sketch of
-one inner object θ at depth ``depth`` (2: a ``P`` object, which has inputs of its own; 3: a ``Q``
-object below it) from the overall sketch alone:
+Every run sketches a depth-3 tree (:func:`build_tree`: the output holds two objects of module
+``P``, each holding two objects of module ``Q``; positions shuffled with ``rng``) and recovers the
+sketch of one inner object θ at depth ``depth`` (2: a ``P`` object, which has inputs of its own;
+3: a ``Q`` object below it) from the overall sketch alone:
 
     ŝ = decode.object_sketch(s, bank, path, weight=w_path) = A_objᵀ s / (w_path·2^{−(4h−7)}),
 
 and compares it with the true s_object(θ) (:func:`sketchsim.sketch_objects`) the two ways
 THEORY.md §2.2 calls meaningful:
 
-* **probes**: ⟨u, ŝ⟩ vs ⟨u, s_object⟩ for K random unit probes u drawn independently of the
-  matrices. ``probe_err`` = RMS_u ⟨u, ŝ − s_object⟩ / ‖s_object‖ (the δ of an approximate isometry,
-  THEORY.md §3: predicted ≈ ‖s‖/(2^{−(4h−7)} w ‖s_object‖ √d), i.e. ∝ d^{−1/2});
-  ``probe_norm_err`` divides the same RMS by ‖s‖/(2^{−(4h−7)} w √d) (predicted
-  ``probe_norm_pred`` = √(1 − (2^{−(4h−7)} w ‖s_object‖/‖s‖)²) ≈ 1, since ‖ŝ‖ = ‖s‖/(2^{−(4h−7)} w)
-  for orthonormal matrices and ŝ − s_object is what is left after removing s_object);
-  ``probe_signal`` = RMS_u ⟨u, s_object⟩/‖s_object‖ ≈ 1/√d is the size of what a random probe sees.
-* **attribute through the R_1-slot branch**: x̂ = 16·R_{M,1}ᵀ R_1ᵀ ŝ against the true x_θ
-  (``attr_err``, ℓ∞), the same read-out applied to the true s_object (``attr_err_true``, the
-  object sketch's own crosstalk), and ``attr_path_mismatch`` = max |x̂ − attributes_on_path(s)|
-  (the two are algebraically identical: a consistency check at rounding level).
+* **probes** (``probe``): ⟨u, ŝ⟩ against its expectation κ⟨u, s_object⟩ for ``N_PROBES`` random
+  unit probes u drawn independently of the matrices, where ``kappa`` = κ =
+  :func:`sketchsim.harness.studykit.coincidence_factor` is the word-expansion prediction of
+  E⟨ŝ, s_object⟩/‖s_object‖² (κ ≈ 1.29 when the index i_1 = 1 coincides with the slot matrix R_1 of
+  s_object, ≈ 1.01 for i_1 = 2: THEORY.md §2.3's pitfall for object sketches); the bias-test sums
+  ``sxy_probe`` = Σ_u ⟨u, ŝ⟩·κ⟨u, s_object⟩, ``sxx_probe``, ``syy_probe``, ``n_probe`` and
+  ``sigma_probe`` = ‖s‖/(2^{−(4h−7)} w √d), the predicted sd of ⟨u, ŝ − κ s_object⟩;
+  ``probe_norm_err`` = RMS_u ⟨u, ŝ − κ s_object⟩/sigma_probe, predicted ``probe_norm_pred`` =
+  √(1 − (2^{−(4h−7)} w κ ‖s_object‖/‖s‖)²) (‖ŝ‖ = ‖s‖/(2^{−(4h−7)} w) for orthonormal matrices and
+  the signal κ s_object is not part of the noise);
+* **attribute through the R_1-slot branch** (``attr``): x̂ = 16·R_{M,1}ᵀ R_1ᵀ ŝ against the true
+  x_θ, with the metrics of :func:`sketchsim.harness.studykit.decoder_metrics` and σ =
+  theory.noise_level(‖s‖, d, h, w) (the read-out equals the path decoder, THEORY.md §2.2);
+  ``attr_path_mismatch`` = max |x̂ − attributes_on_path(s, column_norm=False)| (algebraically 0).
 
 ``vec_rel_err`` = ‖ŝ − s_object‖/‖s_object‖ is recorded to show why the vectors themselves are not
 compared: the coincidence and crosstalk terms carry ‖s‖/(2^{−(4h−7)} w) ≫ ‖s_object‖ of norm,
@@ -28,6 +31,7 @@ independently of d.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -35,51 +39,90 @@ import numpy as np
 import sketchsim as ss
 from sketchsim import decode
 from sketchsim import theory as sst
+from sketchsim.harness.claims import Claim, ratio_test
+from sketchsim.harness.studykit import (ATTR_DIM, bank_skip, bq_note, coincidence_factor,
+                                        decoder_metrics, exponent_tests, families_in, family_labels, lmax_median,
+                                        make_bank, md_table, noise_ratio_of, quiet_precondition,
+                                        runs_note, slope_of, unit_nonneg)
+from sketchsim.harness.studykit import warm_up  # noqa: F401  (contract: optional warm_up)
 from sketchsim.matrices import module_name, tuple_name
-
-from experiments.thm1_attributes import (ATTR_DIM, FIT_FAMILIES, TOL_EXPONENT, bank_skip,
-                                         exponent_verdict, family_labels, fig_link, fit_or_none,
-                                         fmt_ci, lmax_median, make_bank, md_table,
-                                         quiet_precondition, unit_nonneg)
-from experiments.thm1_attributes import warm_up  # noqa: F401  (contract: optional warm_up)
 
 NAME = "unrolling"
 TITLE = "Unrolling — the recursive-sketch property"
+ORDER = 50
 STATEMENT = (
     "**Recursive-sketch property (paper §1, §3.3).** From the overall sketch one can recover a "
     "functional approximation of the sketch of any inner object, given its index path: "
     "ŝ = A_objᵀ s/(w_path·2^{−(4h−7)}) with A_obj = R_{i_1} R_2 R_{i_2} ⋯ R_2 R_{i_{h−1}} "
     "(THEORY.md §2.2), so that ⟨u, ŝ⟩ ≈ ⟨u, s_object⟩ for probes u independent of the matrices "
     "and ŝ can be queried like an object sketch through its R_1 / R_2 slot branches "
-    "(16·R_{M,1}ᵀR_1ᵀŝ ≈ x_θ). Predicted errors ∝ d^{−1/2}.")
+    "(16·R_{M,1}ᵀR_1ᵀŝ ≈ x_θ). Both read-outs are unbiased, with errors ∝ d^{−1/2}.")
 
-N_PROBES = 16
-"""Random unit probes per run."""
-TOP_WEIGHTS = (0.6, 0.4)
-INNER_WEIGHTS = (0.6, 0.4)
+N_PROBES = 64
+"""Random unit probes per run, capped at ``PROBE_BUDGET // d`` (at least 4) to bound the cost of the
+draw (a probe's signal-to-noise ratio, 2^{−(4h−7)} w ‖s_object‖/‖s‖, does not grow with d: ≈ 0.9 at
+depth 2 and ≈ 0.04 at depth 3 here)."""
+PROBE_BUDGET = 2 ** 22
+TOP_WEIGHTS = (0.9, 0.1)
+INNER_WEIGHTS = (0.9, 0.1)
+PROBE_SLOPE_DEPTHS = (2,)
+"""Depths whose claims carry the probe slope: at depth 3 a probe's signal-to-noise ratio is ≈ 0.04,
+so the slope would need ~10^5 probes per claim; the slot read-out carries the depth-3 bias test."""
 
+_BS = {"block_size": [48], "block_prob": [0.25, 0.5]}
 PROFILES = {
     "quick": [
-        {"family": ["hadamard"], "d_sketch": [2 ** 10, 2 ** 12, 2 ** 14, 2 ** 16], "depth": [2, 3],
+        {"family": ["hadamard"], "d_sketch": [2 ** 10, 2 ** 12, 2 ** 14, 2 ** 16], "depth": [2],
          "reps": 4},
-        {"family": ["haar"], "d_sketch": [128, 256, 512], "depth": [2, 3], "reps": 3},
+        {"family": ["hadamard"], "d_sketch": [2 ** 12, 2 ** 14, 2 ** 16], "depth": [3], "reps": 3},
+        {"family": ["hadamard"], "d_sketch": [2 ** 18], "depth": [3], "reps": 8},
+        {"family": ["haar", "gaussian"], "d_sketch": [64, 128, 256, 512], "depth": [2], "reps": 4},
+        {"family": ["haar", "gaussian"], "d_sketch": [64, 128, 256], "depth": [3], "reps": 5},
+        {"family": ["block-sparse"], "d_sketch": [768, 1536, 3072], **_BS, "depth": [2], "reps": 3},
+        {"family": ["block-sparse"], "d_sketch": [768, 1536], **_BS, "depth": [3], "reps": 4},
     ],
     "full": [
-        {"family": ["hadamard"], "d_sketch": [2 ** 10, 2 ** 12, 2 ** 14, 2 ** 16, 2 ** 18, 2 ** 20],
-         "depth": [2, 3], "reps": 10},
-        {"family": ["haar"], "d_sketch": [256, 512, 1024], "depth": [2, 3], "reps": 5},
-        {"family": ["gaussian"], "d_sketch": [512, 1024, 2048], "depth": [2, 3], "reps": 5},
-        {"family": ["block-sparse"], "d_sketch": [3072, 6144], "block_size": [48],
-         "block_prob": [0.25], "depth": [2, 3], "reps": 5},
+        {"family": ["hadamard"], "d_sketch": [2 ** 10, 2 ** 12, 2 ** 14, 2 ** 16, 2 ** 18],
+         "depth": [2], "reps": 6},
+        {"family": ["hadamard"], "d_sketch": [2 ** 12, 2 ** 14, 2 ** 16, 2 ** 18, 2 ** 20],
+         "depth": [3], "reps": 6},
+        {"family": ["haar", "gaussian"], "d_sketch": [64, 128, 256, 512, 1024], "depth": [2, 3],
+         "reps": 8},
+        {"family": ["haar", "gaussian"], "d_sketch": [2048], "depth": [2, 3], "reps": 3},
+        {"family": ["block-sparse"], "d_sketch": [768, 1536, 3072, 6144], **_BS, "depth": [2, 3],
+         "reps": 4},
     ],
 }
+
+METHOD = (
+    "Setting: a depth-3 tree (two module-P objects under the output with weights "
+    f"{TOP_WEIGHTS[0]}/{TOP_WEIGHTS[1]}, two module-Q objects under each, "
+    f"{INNER_WEIGHTS[0]}/{INNER_WEIGHTS[1]} under the target's parent); the target is the heavier "
+    f"P object (depth 2, w_path = {TOP_WEIGHTS[0]}, it has inputs) or its heavier Q input (depth 3, "
+    f"w_path = {TOP_WEIGHTS[0] * INNER_WEIGHTS[0]:g}); attributes of length L = {ATTR_DIM}. "
+    "ŝ = `decode.object_sketch(s, bank, path, weight=w_path)`; "
+    f"{N_PROBES} random unit probes per run (fewer above d = 2^16), drawn independently of the matrices. Tests per family "
+    "and depth: **slope_attr** — weighted least-squares slope of the slot read-out "
+    "16·R_{M,1}ᵀR_1ᵀŝ on x through the origin, each run weighted by 1/σ² with σ = "
+    "`theory.noise_level(‖s‖, d, h, w)` (predicted 1); **noise_attr** — median normalised ℓ∞ "
+    "error of that read-out / q_L (predicted 1); **α** — exponent of d of its RMS error/‖s‖ "
+    "(predicted −½, with ≥ 3 values of d); **slope_probe** (depth 2 only, see PROBE_SLOPE_DEPTHS) "
+    "— slope of ⟨u, ŝ⟩ on κ⟨u, s_object⟩ pooled over probes and runs, weighted by 1/σ_u² with σ_u = "
+    "‖s‖/(2^{−(4h−7)} w √d) (predicted 1); κ = E⟨ŝ, s_object⟩/‖s_object‖² is computed per run from "
+    "the word expansions of s and s_object (THEORY.md §2.1): the literal ŝ is *not* an unbiased "
+    "functional approximation when an index matrix R_{i_ℓ} coincides with a slot matrix R_1/R_2 of "
+    "s_object (κ ≈ 1.29 for i_1 = 1 at depth 2, measured 1.29; see the table below), the object-sketch "
+    "form of the pitfall of THEORY.md §2.3; **noise_probe** — geometric mean over runs of the RMS "
+    "probe error ⟨u, ŝ − κ s_object⟩ / σ_u·√(1 − (2^{−(4h−7)} w κ ‖s_object‖/‖s‖)²) (predicted 1). "
+    "The whole vector ŝ is not compared with s_object: its coincidence terms do not shrink with d "
+    "(THEORY.md §2.2).")
 
 
 def build_tree(rng, L=ATTR_DIM):
     """Depth-3 tree: output → (a, b) of module P; a → (c, e), b → (f, g) of module Q.
 
-    Weights ``TOP_WEIGHTS`` (a, b) and ``INNER_WEIGHTS`` (c, e) and (f, g); positions shuffled.
-    Returns the Graph; the targets are ``a`` (depth 2, w = 0.6) and ``c`` (depth 3, w = 0.36).
+    Weights ``TOP_WEIGHTS`` (a, b) and ``INNER_WEIGHTS`` (c, e); (f, g) ½ each; positions shuffled.
+    Returns the Graph; the targets are ``a`` (depth 2) and ``c`` (depth 3).
     """
     objects = []
 
@@ -98,9 +141,16 @@ def build_tree(rng, L=ATTR_DIM):
     return ss.Graph(objects, out)
 
 
+def n_probes(d):
+    """Probes of a run at dimension d: min(N_PROBES, max(4, PROBE_BUDGET // d))."""
+    return int(min(N_PROBES, max(4, PROBE_BUDGET // int(d))))
+
+
 def skip(params):
     if int(params["depth"]) not in (2, 3):
         return True, "depth must be 2 or 3"
+    if int(params.get("attr_dim", ATTR_DIM)) > int(params["d_sketch"]):
+        return True, "the attribute length must not exceed d_sketch"
     return bank_skip(params)
 
 
@@ -125,127 +175,102 @@ def run_one(params, rng):
         s_hat = decode.object_sketch(s, bank, path, weight=w)
         x = g.attributes[g.index[target]]
         x_hat = _slot_readout(bank, module, s_hat, L)
-        x_true_obj = _slot_readout(bank, module, s_obj, L)
-        x_path = decode.attributes_on_path(s, bank, path, module, weight=w, length=L)
-    diff = s_hat - s_obj
+        x_path = decode.attributes_on_path(s, bank, path, module, weight=w, length=L, column_norm=False)
     on, sn = float(np.linalg.norm(s_obj)), float(np.linalg.norm(s))
-    pe, ps = np.empty(N_PROBES), np.empty(N_PROBES)
-    for k in range(N_PROBES):                       # probes drawn after (independent of) the bank
-        u = rng.standard_normal(d)
-        u /= np.linalg.norm(u)
-        pe[k] = u @ diff
-        ps[k] = u @ s_obj
+    kappa = coincidence_factor(g, target, path, w)
+    K = n_probes(d)
+    U = rng.standard_normal((K, d))                 # probes drawn after (independent of) the bank
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    pe, ps = U @ s_hat, kappa * (U @ s_obj)         # truth: E⟨u, ŝ⟩ = κ⟨u, s_object⟩
     c_obj = sst.object_sketch_constant(h)
-    probe_sd = sn / (np.sqrt(d) * c_obj * w)
-    rms_e = float(np.sqrt(np.mean(pe ** 2)))
-    attr_err = float(np.max(np.abs(x_hat - x)))
-    out = {
-        "w_path": float(w),
-        "s_norm": sn,
-        "obj_norm": on,
-        "probe_err": rms_e / on,
-        "probe_signal": float(np.sqrt(np.mean(ps ** 2))) / on,
-        "probe_norm_err": rms_e / probe_sd,
-        "probe_norm_pred": float(np.sqrt(max(0.0, 1.0 - (c_obj * w * on / sn) ** 2))),
-        "vec_rel_err": float(np.linalg.norm(diff)) / on,
-        "attr_err": attr_err,
-        "attr_err_true": float(np.max(np.abs(x_true_obj - x))),
-        "attr_norm_err": attr_err / sst.noise_level(sn, d, h, w),
-        "attr_path_mismatch": float(np.max(np.abs(x_hat - x_path))),
-    }
+    probe_sd = sn / (math.sqrt(d) * c_obj * w)
+    out = {"w_path": float(w), "s_norm": sn, "obj_norm": on, "kappa": kappa,
+           "sxy_probe": float(pe @ ps), "sxx_probe": float(ps @ ps), "syy_probe": float(pe @ pe),
+           "n_probe": float(K), "sigma_probe": probe_sd,
+           "probe_norm_err": float(np.sqrt(np.mean((pe - ps) ** 2))) / probe_sd,
+           "probe_norm_pred": float(np.sqrt(max(0.0, 1.0 - (c_obj * w * kappa * on / sn) ** 2))),
+           "probe_signal": float(np.sqrt(np.mean((U @ s_obj) ** 2))) / on,
+           "vec_rel_err": float(np.linalg.norm(s_hat - s_obj)) / on,
+           "attr_path_mismatch": float(np.max(np.abs(x_hat - x_path)))}
+    out.update(decoder_metrics("attr", x_hat, x, sst.noise_level(sn, d, h, w)))
     return {k: float(v) for k, v in out.items()}
 
 
 def theory(params):
     h = int(params["depth"])
     return {"object_sketch_constant": sst.object_sketch_constant(h), "probe_norm_err": 1.0,
-            "attr_median_norm_err": lmax_median(int(params.get("attr_dim", ATTR_DIM)))}
+            "attr_median_norm_err": lmax_median(int(params.get("attr_dim", ATTR_DIM))), "slope": 1.0}
 
 
-# ============================================================================ analysis
-FIGURES = ("unrolling.png",)
-_METRICS = (("probe", "m_probe_err", -0.5, "probe error RMS⟨u, ŝ − s_obj⟩/‖s_obj‖"),
-            ("attr", "m_attr_err", -0.5, "ℓ∞ error of 16·R_{M,1}ᵀR_1ᵀŝ"),
-            ("vector", "m_vec_rel_err", 0.0, "‖ŝ − s_obj‖/‖s_obj‖"))
-
-
-def _rows(df):
-    need = ["m_probe_err", "m_attr_err", "m_vec_rel_err"]
+# ============================================================================ claims
+def _groups(df):
+    need = ["p_family", "p_depth", "p_d_sketch", "m_sxy_attr", "m_sxy_probe"]
     if not len(df) or any(c not in df for c in need):
-        return df.iloc[0:0]
-    sub = df.dropna(subset=need)
-    return sub.assign(label=family_labels(sub))
+        return []
+    df = df.dropna(subset=[c for c in df.columns if c.startswith("m_")])
+    out = []
+    for fam in families_in(df):
+        sub = df[df["p_family"] == fam]
+        for h in sorted(int(v) for v in sub["p_depth"].unique()):
+            out.append((fam, h, sub[sub["p_depth"] == h]))
+    return out
 
 
-def _med(g, col, div=None, fmt=".3f"):
-    """Median of a column (or of a ratio of two columns) formatted, '—' when missing."""
-    if col not in g or (div is not None and div not in g):
-        return "—"
-    v = g[col] if div is None else g[col] / g[div]
-    return f"{v.median():{fmt}}"
+def claims(df):
+    out = []
+    for fam, h, rows in _groups(df):
+        tests = [slope_of(rows, "attr", "slope_attr", "slope of 16·R_{M,1}ᵀR_1ᵀŝ on x (weighted 1/σ²)",
+                          "THEORY §2.2: the R_1-slot branch of ŝ carries s_attr/16"),
+                 noise_ratio_of(rows, "attr", ATTR_DIM, "noise_attr",
+                                "median normalised ℓ∞ error of the slot read-out / q_L")]
+        ex, notes = exponent_tests(rows, rows["m_rms_err_attr"] / rows["m_s_norm"], [
+            ("p_d_sketch", "d", -0.5, "alpha_d", "α, exponent of d (slot read-out RMS error/‖s‖)",
+             "recursive-sketch property: error ∝ δ ∝ d^{-1/2}", 3)])
+        tests += ex
+        if h in PROBE_SLOPE_DEPTHS:
+            tests.append(slope_of(rows, "probe", "slope_probe",
+                                  "slope of ⟨u, ŝ⟩ on κ⟨u, s_object⟩ (probes, weighted 1/σ_u²)",
+                                  "paper §1: ⟨u, ŝ⟩ ≈ ⟨u, s_object⟩ for probes independent of the matrices"))
+        else:
+            notes.append(f"no probe slope at depth {h}: a probe's signal/noise ≈ "
+                         f"{(rows['m_obj_norm'] * sst.object_sketch_constant(h) * rows['m_w_path'] / rows['m_s_norm']).median():.2g}")
+        tests.append(ratio_test("noise_probe", "RMS probe error / predicted (geometric mean)",
+                                rows["m_probe_norm_err"] / rows["m_probe_norm_pred"],
+                                source="σ_u = ‖s‖/(2^{-(4h-7)} w √d) (approximate isometry, THEORY §3)"))
+        kap = rows["m_kappa"]
+        note = "; ".join(p for p in [runs_note(rows), f"w_path = {rows['m_w_path'].median():g}",
+                                     f"κ ∈ [{kap.min():.3f}, {kap.max():.3f}] (median {kap.median():.3f})",
+                                     bq_note(rows), *notes] if p)
+        out.append(Claim("unrolling", fam, h, tests, note=note))
+    return out
 
 
-def analyze(df):
-    sub = _rows(df)
-    base = {}
+def details(df):
+    groups = _groups(df)
+    if not groups:
+        return ""
     qL = lmax_median(ATTR_DIM)
-    lines = [
-        "Setting: a depth-3 tree (two module-P objects under the output, two module-Q objects under "
-        "each; weights 0.6/0.4), the inner object at depth 2 (w_path = 0.6, it has inputs) or 3 "
-        f"(w_path = 0.36). ŝ = `decode.object_sketch(s, bank, path, weight=w_path)`; {N_PROBES} random "
-        "unit probes per run, drawn independently of the matrices. Fits: metric ≈ C·d^α on the "
-        f"orthonormal families ({', '.join(FIT_FAMILIES)}), per depth, 95% t intervals. Predictions: α = −½ "
-        "for the probe error and for the attribute read out of ŝ; α = 0 for the whole-vector error "
-        f"(ŝ is a functional approximation only). **Verdict rule**: consistent when the interval "
-        f"contains the prediction or |α − prediction| < {TOL_EXPONENT}."]
-    if not len(sub):
-        lines.append("\nNo runs: no fit.")
-        return {"markdown": "\n".join(lines), "baselines": base}
-    rows, verdicts = [], []
-    fit_df = sub[sub["p_family"].isin(FIT_FAMILIES)]
-    for h in (2, 3):
-        g = fit_df[fit_df["p_depth"] == h]
-        for key, col, pred, desc in _METRICS:
-            f = fit_or_none(g[col], np.asarray(g["p_d_sketch"], dtype=float)[:, None], ["d"]) if len(g) else None
-            if f is None:
-                continue
-            a, ci = f.exponent("d"), f.interval("d")
-            ok, txt = exponent_verdict(a, ci, pred)
-            rows.append([h, desc, f.n, f"{a:.3f} {fmt_ci(ci)}", f"{pred:g}",
-                         f"{f.constant:.4g} {fmt_ci(f.constant_ci, 4)}", f"{f.violation_rate:.1%}", f"{f.r2:.3f}"])
-            verdicts.append(f"- depth {h}, {key}: α {txt}.")
-            if key != "vector":
-                k = f"unrolling.depth{h}.{key}"
-                base.update({f"{k}.alpha_d": a, f"{k}.C": f.constant, f"{k}.violation_rate": f.violation_rate})
-    if rows:
-        lines += ["", md_table(["depth", "metric", "runs", "α [95%]", "predicted α", "C [95%]",
-                                "violation rate", "R²"], rows), "", *verdicts]
     tab = []
-    for (lab, h), g in sub.groupby(["label", "p_depth"], sort=True):
-        tab.append([lab, int(h), len(g), f"{_med(g, 'm_probe_norm_err')} ({_med(g, 'm_probe_norm_pred')})",
-                    _med(g, "m_attr_norm_err"), _med(g, "m_attr_err_true", "m_attr_err"),
-                    _med(g, "m_probe_signal", "m_probe_err", ".3g"),
-                    f"{g['m_attr_path_mismatch'].max():.1e}" if "m_attr_path_mismatch" in g else "—"])
-    for h, g in sub.groupby("p_depth"):
-        for m in ("probe", "attr"):
-            if f"m_{m}_norm_err" in g:
-                base[f"unrolling.depth{int(h)}.median_{m}_norm_err"] = float(g[f"m_{m}_norm_err"].median())
-    if "m_attr_path_mismatch" in sub:
-        base["unrolling.max_path_mismatch"] = float(sub["m_attr_path_mismatch"].max())
-    lines += ["", "Per family and depth (medians): probe error in units of ‖s‖/(2^{−(4h−7)} w √d) "
-              "(predicted in parentheses, √(1 − (2^{−(4h−7)} w ‖s_obj‖/‖s‖)²) ≈ 1); attribute error "
-              f"in units of ‖s‖/(c_h w √d) (predicted q_L = {qL:.2f}); "
-              "crosstalk of the true object sketch relative to ŝ's error; probe signal/error; and the "
-              "largest |16·R_{M,1}ᵀR_1ᵀŝ − attributes_on_path| (algebraically 0).", "",
-              md_table(["family", "depth", "runs", "probe norm. error", "attribute norm. error",
-                        "attr_err(s_obj)/attr_err(ŝ)", "probe signal/error", "max path mismatch"], tab),
-              "",
-              "Reading: the probe error shrinks like d^{−1/2} relative to ‖s_obj‖ (approximate isometry), "
-              "but a random probe's own signal ⟨u, s_obj⟩ ≈ ‖s_obj‖/√d shrinks just as fast, so the "
-              "signal/error ratio of a random probe stays constant in d; the object-sketch read-outs "
-              "that matter (slot branches, e.g. the attribute) are where ŝ behaves like s_obj.",
-              "", *[fig_link(n) for n in FIGURES]]
-    return {"markdown": "\n".join(lines), "baselines": base}
+    for fam, h, g in groups:
+        tab.append([fam, h, len(g), f"{(g['m_probe_norm_err'] / g['m_probe_norm_pred']).median():.3f}",
+                    f"{g['m_norm_err_attr'].median() / qL:.3f}",
+                    f"{(g['m_sxy_attr'] / g['m_sxx_attr']).median():.3f}",
+                    f"{(g['m_sxy_probe'] / g['m_sxx_probe']).median():.3f}",
+                    f"{g['m_kappa'].median():.3f}",
+                    f"{(g['m_probe_signal'] * g['m_obj_norm'] / g['m_sigma_probe']).median():.3g}",
+                    f"{g['m_vec_rel_err'].median():.3g}",
+                    f"{g['m_attr_path_mismatch'].max():.1e}"])
+    return ("Per family and depth (medians over runs): RMS probe error / its prediction; slot read-out "
+            f"normalised ℓ∞ error / q_L (q_L = {qL:.3f}); per-run slopes of the read-out and of the probes "
+            "(predicted 1); a random probe's signal/noise; ‖ŝ − s_object‖/‖s_object‖ (not expected to "
+            "shrink with d); and the largest |16·R_{M,1}ᵀR_1ᵀŝ − attributes_on_path| (algebraically 0).\n\n"
+            + md_table(["family", "depth", "runs", "probe err / pred", "read-out norm. err / q_L",
+                        "read-out slope", "probe slope on κ⟨u,s_obj⟩", "κ (median)", "probe signal/noise", "‖ŝ − s_obj‖/‖s_obj‖",
+                        "max path mismatch"], tab))
+
+
+# ============================================================================ figures
+FIGURES = ("unrolling.png",)
 
 
 def figures(df, outdir):
@@ -253,14 +278,17 @@ def figures(df, outdir):
 
     from sketchsim.harness.plots import band_plot, new_figure, reference_line, save_figure
 
-    sub = _rows(df)
-    if not len(sub):
+    groups = _groups(df)
+    if not groups:
         return []
-    sub = sub.assign(fh=sub["label"] + " h=" + sub["p_depth"].astype(int).astype(str))
+    sub = pd.concat([g for _, _, g in groups])
+    sub = sub.assign(label=family_labels(sub))
+    sub = sub.assign(fh=sub["label"] + " h=" + sub["p_depth"].astype(int).astype(str),
+                     probe_err=sub["m_probe_norm_err"] * sub["m_sigma_probe"] / sub["m_obj_norm"])
     fig, axes = new_figure(ncols=3, width=4.6, height=4.2)
     ds = np.array(sorted(sub["p_d_sketch"].unique()), dtype=float)
     # probes
-    band_plot(axes[0], sub, "p_d_sketch", "m_probe_err", hue="fh")
+    band_plot(axes[0], sub, "p_d_sketch", "probe_err", hue="fh")
     for h, c in ((2, "k"), (3, "0.4")):
         g = sub[sub["p_depth"] == h]
         if len(g):
@@ -273,32 +301,28 @@ def figures(df, outdir):
     axes[0].set_title("random unit probes")
     axes[0].legend(fontsize=6)
     # attribute read-out
-    cols = ["p_d_sketch", "fh", "p_depth", "m_s_norm", "m_w_path"]
-    long = pd.concat([sub[cols].assign(err=sub["m_attr_err"], src="from ŝ"),
-                      sub[cols].assign(err=sub["m_attr_err_true"], src="from true s_obj")],
-                     ignore_index=True)
-    long["key"] = long["fh"] + " · " + long["src"]
-    band_plot(axes[1], long[long["src"] == "from ŝ"], "p_d_sketch", "err", hue="key")
+    band_plot(axes[1], sub, "p_d_sketch", "m_err_attr", hue="fh")
     qL = lmax_median(ATTR_DIM)
     for h, c in ((2, "k"), (3, "0.4")):
         g = sub[sub["p_depth"] == h]
         if len(g):
             C = qL * float((g["m_s_norm"] / g["m_w_path"]).median()) / sst.depth_constant(h)
             reference_line(axes[1], ds, C / np.sqrt(ds), label=f"theory h={h}", color=c)
-    tr = long[long["src"] == "from true s_obj"].groupby(["p_depth", "p_d_sketch"])["err"].median()
-    for h in sorted(sub["p_depth"].unique()):
-        if h in tr.index.get_level_values(0):
-            t = tr.loc[h]
-            axes[1].plot(t.index, t.values, ls=":", marker="x", color="k" if h == 2 else "0.4",
-                         label=f"same read-out of true s_obj, h={int(h)}")
     axes[1].set_xlabel("d_sketch (coordinates)")
     axes[1].set_ylabel("ℓ∞ error (attribute units)")
     axes[1].set_title(r"attribute via the $R_1$ slot: $16\,R_{M,1}^T R_1^T \hat{s}$")
     axes[1].legend(fontsize=6)
-    # whole vector
-    band_plot(axes[2], sub, "p_d_sketch", "m_vec_rel_err", hue="fh")
+    # per-run slopes
+    parts = [sub[["p_d_sketch", "fh"]].assign(slope=sub["m_sxy_attr"] / sub["m_sxx_attr"], what="read-out"),
+             sub[sub["p_depth"].isin(PROBE_SLOPE_DEPTHS)][["p_d_sketch", "fh"]].assign(
+                 slope=sub["m_sxy_probe"] / sub["m_sxx_probe"], what="probes")]
+    long = pd.concat(parts, ignore_index=True)
+    long["key"] = long["fh"] + " · " + long["what"]
+    band_plot(axes[2], long, "p_d_sketch", "slope", hue="key", logy=False)
+    reference_line(axes[2], ds, np.ones(len(ds)), label="theory: unbiased (1)")
+    axes[2].set_ylim(-1, 3)
     axes[2].set_xlabel("d_sketch (coordinates)")
-    axes[2].set_ylabel("‖ŝ − s_obj‖ / ‖s_obj‖ (relative)")
-    axes[2].set_title("whole vector (not expected to shrink)")
-    axes[2].legend(fontsize=6)
+    axes[2].set_ylabel("per-run slope, estimate on truth (dimensionless)")
+    axes[2].set_title("bias of the unrolled object sketch")
+    axes[2].legend(fontsize=5)
     return [save_figure(fig, os.path.join(outdir, FIGURES[0]))]

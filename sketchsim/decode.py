@@ -26,6 +26,45 @@ Conventions shared by every decoder
 ``length``
     Truncate the attribute estimate to the attribute's true length (coordinates beyond it are
     pure noise).
+``column_norm``
+    The column-norm correction (THEORY.md §2.4, our reading; see below). ``None`` (default): on
+    for the non-orthonormal families ``block-sparse`` and ``gaussian``, off otherwise; ``True`` /
+    ``False`` force it on / off (``False`` is the paper's literal estimator).
+
+Column-norm correction (our reading, THEORY.md §2.4)
+----------------------------------------------------
+Every decoder reads coordinate j as ⟨A e_j, s⟩ for the word A of its channel (A = R_{M,1} for
+Theorems 1(i) and 3, the all-tuple word for Theorem 1(ii), A e_1 = R_{M,2} e_1 for the counting
+channel). The signal part of s is c_h·w·A x, and ⟨A e_j, A x⟩ = ‖A e_j‖²·x_j + Σ_{k≠j} ⟨A e_j,
+A e_k⟩·x_k: the estimate carries a **multiplicative** error ‖A e_j‖² − 1 on top of the additive
+noise. For orthonormal matrices ‖A e_j‖ = 1 exactly and nothing changes. For D(b, q, d) the number
+of nonzero blocks in a column is Binomial(d/b, q), so ‖R e_j‖² = 1 ± √(b(1−q)/(qd)) (THEORY.md §3)
+— a bias of ~20% at b = 48, q = 0.25, d = 3072 that is fixed for a given bank and does not average
+out over inputs. Dividing coordinate j by ‖A e_j‖² (computed exactly from the matrices, which the
+decoder holds) removes it; the off-diagonal terms are unchanged (still mean zero: the coin flips
+make column inner products random in sign). For ``gaussian`` matrices the columns also have
+‖R e_j‖² = χ²_d/d = 1 ± √(2/d) ≠ 1, so the same argument applies and the correction is on by
+default there too (its effect is small: √(2/d) against √(b(1−q)/(qd)) for D). ``haar``,
+``hadamard``, user-supplied (``"dense"``) and zero matrices are left alone, so the orthonormal
+families stay bit-identical to the uncorrected estimator.
+
+* Path decoder: the norm is that of the column of the whole word, ‖A e_j‖², computed the cheap
+  way (the word applied to e_j, one application per decoded coordinate and matrix; pass
+  ``length``). The last matrix's column norm does **not** suffice: each inner matrix D applied to
+  the dense vector R_{M,1} e_j adds its own approximate-isometry error ‖R v‖²/‖v‖² − 1, measured
+  ≈ 0.08–0.12 relative spread per inner factor at d = 3072, b = 48 (comparable to the last
+  column's own 0.12–0.22).
+* Self-normalised forms divide both the numerator and the counting denominator by their own
+  column norms: (⟨A e_j, s⟩/‖A e_j‖²) / (⟨A_e e_1, s⟩/‖A_e e_1‖²).
+* Erased sketches: the full column norm is used and the d/d' rescale kept. For D the nonzero
+  blocks of a column are exchangeable among the d/b block positions, so given ‖R e_j‖² the kept
+  part satisfies E[(d/d')‖P R e_j‖²] = ‖R e_j‖²: the correction removes the column-norm error and
+  leaves the erasure error, which the theory already counts (and never divides by a kept norm
+  that can be zero).
+* A column that is exactly zero (possible for D when q·d/b is small) decodes to 0, as without the
+  correction.
+* :func:`object_sketch` is not corrected: it returns a whole d-vector that is queried by probes,
+  and correcting it would need all d column norms of A_obj (d applications of the word).
 
 Returned arrays have shape ``(length or d,)`` for one sketch and ``(B, length or d)`` for a batch;
 scalar estimates are floats, or ``(B,)`` arrays for a batch.
@@ -347,6 +386,72 @@ def _e1_image(bank, module):
     return col
 
 
+CORRECTED_FAMILIES = ("block-sparse", "gaussian")
+"""Families whose columns do not have unit norm: the column-norm correction is on by default."""
+
+_CHUNK = 256          # rows of e_j pushed through a word at once (bounds the memory to 256·d floats)
+
+
+def _correct(ops, column_norm):
+    """Whether to apply the column-norm correction for a decode that reads the operators ``ops``."""
+    if column_norm is None:
+        return any(op.family in CORRECTED_FAMILIES for op in ops)
+    if isinstance(column_norm, (bool, np.bool_)):
+        return bool(column_norm)
+    raise ValueError(f"column_norm must be None, True or False; got {column_norm!r}")
+
+
+def _column_sq_norms(op, n):
+    """‖R e_j‖² for j < n (0-based), exactly, cached on the operator (which is immutable)."""
+    got = getattr(op, "_col_sq", None)
+    if got is not None and len(got) >= n:
+        return got[:n]
+    if op.family == "block-sparse":
+        # every entry of a nonzero block is ±1/√(dq): ‖R e_j‖² = (#nonzero blocks of column j)·b/(dq)
+        got = np.diff(op.col_ptr).astype(np.float64) * (op.b * op.scale * op.scale)
+    elif hasattr(op, "matrix"):
+        got = np.einsum("ij,ij->j", op.matrix, op.matrix)
+    else:
+        return _word_column_sq_norms([op], n)
+    op._col_sq = got
+    return got[:n]
+
+
+def _word_column_sq_norms(ops, n):
+    """‖A e_j‖² for j < n of the word A = ops[0] ops[1] ⋯ (outermost first): A applied to e_j."""
+    if len(ops) == 1 and (ops[0].family == "block-sparse" or hasattr(ops[0], "matrix")):
+        return _column_sq_norms(ops[0], n)
+    last = ops[-1]
+    key = tuple(ops[:-1])
+    cache = getattr(last, "_word_col_sq", None)
+    if cache is None:
+        cache = last._word_col_sq = {}
+    got = cache.get(key)
+    if got is not None and len(got) >= n:
+        return got[:n]
+    out = np.empty(n)
+    for a in range(0, n, _CHUNK):
+        b = min(n, a + _CHUNK)
+        V = np.zeros((b - a, b))
+        V[np.arange(b - a), np.arange(a, b)] = 1.0                 # rows e_a … e_{b−1}
+        for op in reversed(ops):
+            V = op.apply(V)
+        out[a:b] = np.einsum("ij,ij->i", V, V)
+    cache[key] = out
+    return out
+
+
+def _safe(norms):
+    """Column norms with exact zeros replaced by 1 (a zero column decodes to 0 either way)."""
+    return np.where(norms > 0, norms, 1.0)
+
+
+def _e1_sq_norm(bank, module):
+    """‖R_{M,2} e_1‖² (cached with the e_1 image)."""
+    col = _e1_image(bank, module)
+    return float(col @ col)
+
+
 def _out(X, single, length):
     if length is not None:
         X = X[:, :length]
@@ -357,8 +462,31 @@ def _scalar_out(v, single):
     return float(v[0]) if single else v
 
 
+def _divide_columns(X, norms):
+    return X / _safe(norms)[None, :]
+
+
+def _self_normalised(X, T, bank, module, ops, prefix_ops, column_norm):
+    """X / ⟨A_e e_1, T⟩ row by row (T: the sketch after the word's prefix), with the column-norm
+    correction of numerator and denominator when it applies. ``ops``: the attribute word's
+    operators (outermost first); ``prefix_ops``: its prefix (None for the bare R_{M,1})."""
+    e1 = _e1_image(bank, module)
+    den = T @ e1
+    e2 = bank.get(module_name(module, 2))
+    if not _correct(list(ops) + [e2], column_norm):
+        return X / den[:, None]
+    if prefix_ops:
+        num_norms = _word_column_sq_norms(list(ops), X.shape[1])
+        e_norm = float(_word_column_sq_norms(list(prefix_ops) + [e2], 1)[0])
+    else:
+        num_norms = _column_sq_norms(ops[0], X.shape[1])
+        e_norm = _e1_sq_norm(bank, module)
+    X = _divide_columns(X, num_norms)
+    return X / (den / (e_norm if e_norm > 0 else 1.0))[:, None]
+
+
 # --------------------------------------------------------------------------- Theorems 1 and 3
-def attributes(s, bank, module, depth, weight=None, length=None, *, graph=None):
+def attributes(s, bank, module, depth, weight=None, length=None, *, graph=None, column_norm=None):
     """Attribute Recovery for the unique object of a module (paper Theorem 1(i), THEORY.md §2.2).
 
     x̂ = R_{M,1}ᵀ s / (c_h · w), c_h = 2^{−(4h−3)}; ℓ∞ error O(δ/w) w.h.p., about
@@ -381,6 +509,10 @@ def attributes(s, bank, module, depth, weight=None, length=None, *, graph=None):
         Attribute length; the estimate is truncated to it.
     graph : Graph, optional
         Check ``module`` and ``depth`` against a communication graph.
+    column_norm : bool, optional
+        Divide coordinate j by ‖R_{M,1} e_j‖² (and the self-normalised denominator by
+        ‖R_{M,2} e_1‖²): the column-norm correction of the module docstring. Default: on for
+        ``block-sparse`` and ``gaussian``, off (bit-identical) for orthonormal families.
 
     Returns
     -------
@@ -393,15 +525,18 @@ def attributes(s, bank, module, depth, weight=None, length=None, *, graph=None):
     L = _check_length(length, bank.d_sketch)
     w = None if weight is None else _check_weight(weight, S.shape[0], single)
     _graph_checks(graph, module, h)
-    X = bank.get(module_name(module, 1)).apply_t(S)
+    op = bank.get(module_name(module, 1))
+    X = op.apply_t(S)
     if w is None:
-        X = X / (S @ _e1_image(bank, module))[:, None]
+        X = _self_normalised(X, S, bank, module, [op], None, column_norm)
     else:
         X = X * (factor / (c * w))
+        if _correct([op], column_norm):
+            X = _divide_columns(X, _column_sq_norms(op, X.shape[1]))
     return _out(X, single, L)
 
 
-def attributes_on_path(s, bank, path, module, weight=None, length=None, *, graph=None):
+def attributes_on_path(s, bank, path, module, weight=None, length=None, *, graph=None, column_norm=None):
     """Attribute Recovery along a known index path (paper Theorem 1(ii), THEORY.md §2.2–2.3).
 
     x̂ = Aᵀ s / (c_h · w_path) with the all-tuple word
@@ -426,6 +561,11 @@ def attributes_on_path(s, bank, path, module, weight=None, length=None, *, graph
     graph : Graph, optional
         Check that the path exists (not longer than the graph's depth) and ends at an object of
         ``module``.
+    column_norm : bool, optional
+        Divide coordinate j by ‖A e_j‖², the squared norm of column j of the whole word (the word
+        applied to e_j: one application per returned coordinate, so pass ``length``), and the
+        self-normalised denominator by ‖A_e e_1‖². Default: on for ``block-sparse`` and
+        ``gaussian``, off (bit-identical) for orthonormal families (module docstring).
 
     Returns
     -------
@@ -438,16 +578,22 @@ def attributes_on_path(s, bank, path, module, weight=None, length=None, *, graph
     L = _check_length(length, bank.d_sketch)
     w = None if weight is None else _check_weight(weight, S.shape[0], single)
     _graph_checks(graph, module, h, path)
-    T = _apply_t(bank, path_word(path, module)[:-1], S)          # R_1ᵀ R_{i_{h−1}}ᵀ ⋯ R_{i_1}ᵀ s
-    X = bank.get(module_name(module, 1)).apply_t(T)
+    names = path_word(path, module)
+    T = _apply_t(bank, names[:-1], S)                            # R_1ᵀ R_{i_{h−1}}ᵀ ⋯ R_{i_1}ᵀ s
+    ops = [bank.get(n) for n in names]
+    X = ops[-1].apply_t(T)
+    if L is not None:
+        X = X[:, :L]                       # only the returned coordinates need a column norm
     if w is None:
-        X = X / (T @ _e1_image(bank, module))[:, None]
+        X = _self_normalised(X, T, bank, module, ops, ops[:-1], column_norm)
     else:
         X = X * (factor / (depth_constant(h) * w))
+        if _correct(ops, column_norm):
+            X = _divide_columns(X, _word_column_sq_norms(ops, X.shape[1]))
     return _out(X, single, L)
 
 
-def count(s, bank, module, depth, weight, *, graph=None):
+def count(s, bank, module, depth, weight, *, graph=None, column_norm=None):
     """Frequency Recovery: the number of objects of a module (paper Theorem 3(i), THEORY.md §2.2).
 
     n̂ = ⟨R_{M,2} e_1, s⟩ / (c_h · w*). In general ⟨R_{M,2} e_1, s⟩/c_h estimates Σ_{θ∈M} W_θ, so
@@ -466,6 +612,10 @@ def count(s, bank, module, depth, weight, *, graph=None):
         w*, the common effective weight.
     graph : Graph, optional
         Check ``module`` and ``depth``.
+    column_norm : bool, optional
+        Divide by ‖R_{M,2} e_1‖² (column-norm correction, module docstring): for D(b, q, d) the
+        uncorrected n̂ carries the multiplicative error n·(‖R_{M,2} e_1‖² − 1). Default: on for
+        ``block-sparse`` and ``gaussian``, off (bit-identical) for orthonormal families.
 
     Returns
     -------
@@ -479,10 +629,13 @@ def count(s, bank, module, depth, weight, *, graph=None):
     w = _check_weight(weight, S.shape[0], single)
     _graph_checks(graph, module, h)
     n = (S @ _e1_image(bank, module)) * factor / (depth_constant(h) * np.ravel(w))
+    if _correct([bank.get(module_name(module, 2))], column_norm):
+        e_norm = _e1_sq_norm(bank, module)
+        n = n / (e_norm if e_norm > 0 else 1.0)
     return _scalar_out(n, single)
 
 
-def attribute_sum(s, bank, module, depth, weight, length=None, *, graph=None):
+def attribute_sum(s, bank, module, depth, weight, length=None, *, graph=None, column_norm=None):
     """Summed Attribute Recovery (paper Theorem 3(ii), THEORY.md §2.2).
 
     Σ̂x = R_{M,1}ᵀ s / (c_h · w*), which estimates Σ_{θ∈M} W_θ x_θ / w*: the plain sum Σ x_θ when
@@ -502,6 +655,8 @@ def attribute_sum(s, bank, module, depth, weight, length=None, *, graph=None):
         Attribute length.
     graph : Graph, optional
         Check ``module`` and ``depth``.
+    column_norm : bool, optional
+        As for :func:`attributes` (divide coordinate j by ‖R_{M,1} e_j‖²).
 
     Returns
     -------
@@ -510,10 +665,11 @@ def attribute_sum(s, bank, module, depth, weight, length=None, *, graph=None):
     if weight is None:
         raise ValueError("weight must be a positive finite number (w*, Theorem 3 needs it); got None; "
                          "use mean_attributes for the weight-free mean")
-    return attributes(s, bank, module, depth, weight=weight, length=length, graph=graph)
+    return attributes(s, bank, module, depth, weight=weight, length=length, graph=graph,
+                      column_norm=column_norm)
 
 
-def mean_attributes(s, bank, module, length=None, *, graph=None):
+def mean_attributes(s, bank, module, length=None, *, graph=None, column_norm=None):
     """Weight-averaged mean attribute of a module, with no weight needed (Theorem 3, THEORY §2.2).
 
     x̄̂ = R_{M,1}ᵀ s / ⟨R_{M,2} e_1, s⟩, which estimates Σ_θ W_θ x_θ / Σ_θ W_θ over the objects of M
@@ -529,6 +685,10 @@ def mean_attributes(s, bank, module, length=None, *, graph=None):
         Attribute length.
     graph : Graph, optional
         Check ``module``.
+    column_norm : bool, optional
+        (⟨R_{M,1} e_j, s⟩/‖R_{M,1} e_j‖²) / (⟨R_{M,2} e_1, s⟩/‖R_{M,2} e_1‖²): the column-norm
+        correction of numerator and denominator (module docstring). Default: on for
+        ``block-sparse`` and ``gaussian``, off (bit-identical) for orthonormal families.
 
     Returns
     -------
@@ -538,8 +698,8 @@ def mean_attributes(s, bank, module, length=None, *, graph=None):
     module = _check_module(module)
     L = _check_length(length, bank.d_sketch)
     _graph_checks(graph, module)
-    X = bank.get(module_name(module, 1)).apply_t(S)
-    X = X / (S @ _e1_image(bank, module))[:, None]
+    op = bank.get(module_name(module, 1))
+    X = _self_normalised(op.apply_t(S), S, bank, module, [op], None, column_norm)
     return _out(X, single, L)
 
 

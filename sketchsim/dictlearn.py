@@ -49,7 +49,7 @@ from ._io import available_memory_bytes
 from ._parallel import run_rows
 from ._validation import TheoremPreconditionWarning, check_int, min_block_size
 
-__all__ = ["recover", "DictionaryResult", "LevelInfo", "DEFAULTS", "warm_up"]
+__all__ = ["recover", "DictionaryResult", "LevelInfo", "DEFAULTS", "PAPER_COUNT_FRAC", "warm_up"]
 
 DEFAULTS = {
     "hypercube_tol": 0.3,
@@ -58,6 +58,11 @@ DEFAULTS = {
     "levels": 1,
 }
 """Default thresholds of :func:`recover` (see its docstring for the justification of each)."""
+
+PAPER_COUNT_FRAC = 0.8
+"""The paper's count rule (§4.2, "0.8·q·d_sketch", typo-corrected to 0.8·q·d/b, THEORY.md §9.1):
+pass ``count_frac=PAPER_COUNT_FRAC`` to :func:`recover` for the paper's rule instead of the library
+default ``DEFAULTS["count_frac"]`` = 0.5."""
 
 
 # ----------------------------------------------------------------------------------- results

@@ -30,8 +30,17 @@ The **learner** (:func:`learn_from_sketches`) gets the triples only and follows 
    objects' attributes, as for :func:`make_teacher` — their weight W_θ and hence their depth h.
 5. **Pair and fit**: for every identified object choose its inputs among the network-input groups
    and the lighter identified objects (a child's ω is ≤ 1/16 of its parent's: c_{h+1} = c_h/16 and
-   W_child ≤ W_parent) by best-subset selection on cross-validated error, then fit the module
-   by least squares of the normalised-linear model x ≈ N(A z + c) (N = ℓ2 normalisation).
+   W_child ≤ W_parent; candidates are the objects with ω ≤ 1.25·ω_parent/16, the 1.25 a margin for
+   the estimation error of the two ω) by best-subset selection on cross-validated error, then fit
+   the module by least squares of the normalised-linear model x ≈ N(A z + c) (N = ℓ2
+   normalisation).
+
+Each step is one function (``_recover_dictionary``, ``_type_matrices``, ``_decode_columns``,
+``_pair_labels``, ``_find_column0_attributes``, ``_build_objects``, ``_estimate_output_weights``,
+``_candidate_inputs``, ``_fit_object``); the thresholds a user may tune are the parameters of
+:func:`learn_from_sketches` (:data:`LEARN_DEFAULTS`), the internal ones are named module constants
+(:data:`POSITIVE_FRAC_MIN`, :data:`MIN_SHARED_FRAC`, :data:`PAIR_MAX_LOG_RATIO`,
+:data:`DOMINATION_FRAC`, :data:`CHILD_OMEGA_RATIO`, …), each documented where it is defined.
 
 **What is learnable at feasible sizes** (derived; measured in ``experiments/thm5_teacher``). The
 block screen must see a column of R_{M,1} dominate its blocks: signal per entry c_h·W·x_j/√(dq)
@@ -50,8 +59,9 @@ learnable from sketches at d ≲ 10⁵ are those whose output object sits at dep
 are network-input leaves. :meth:`LearnedNetwork.report` says this for every object it sees and
 gives the detection floor it measured.
 
-Evaluation helpers (:func:`label_names`, :func:`evaluate`) compare with the hidden bank and the
-teacher; the learner never calls them.
+The evaluation against the hidden bank and the teacher (matching labels to bank matrices, module
+errors on fresh inputs) is experiment code: it lives in ``experiments/thm5_teacher.py``; the
+learner never sees the bank.
 """
 from __future__ import annotations
 
@@ -70,15 +80,14 @@ from ._rng import check_random_state
 from ._validation import TheoremPreconditionWarning, check_choice, check_int
 from .dictlearn import _check_samples, recover
 from .graph import Graph
-from .matrices import MatrixBank, parse_name
+from .matrices import MatrixBank
 from .sketch import sketch_batch
 from .theory import depth_constant
 
 __all__ = [
     "TeacherModule", "Teacher", "TeacherSamples", "make_teacher", "teacher_samples", "sketch_map",
     "LearnedMatrix", "LearnedModule", "LearnedObject", "LearnedNetwork", "learn_from_sketches",
-    "LEARN_DEFAULTS", "identity_snr", "required_snr", "detection_floor", "SketchMap", "HiddenTruth",
-    "hidden_truth", "label_names", "evaluate",
+    "LEARN_DEFAULTS", "identity_snr", "required_snr", "detection_floor", "SketchMap",
 ]
 
 LEARN_DEFAULTS = {
@@ -808,8 +817,119 @@ class LearnedNetwork:
 
 
 # ============================================================================ the learner
-def _type_matrices(res, S, max_attr_dim):
-    """Step 2: (kind, columns, n_certified, positive_fraction, note) per label."""
+# Named thresholds of the learner's steps (THEORY.md §7; the user-facing ones are LEARN_DEFAULTS).
+ATTR_KIND, COUNT_KIND, UNKNOWN_KIND = "R_{M,1}", "R_{M,2}", "unknown"
+
+POSITIVE_FRAC_MIN = 0.95
+"""Step 2: a label is an R_{M,1} or R_{M,2} only when ≥ 95% of its certified coefficients are
+positive (their true coefficients c_h·W·x_j and c_h·W are ≥ 0; the 5% allow a decoded coefficient
+near 0 to flip)."""
+MIN_SHARED_FRAC = 0.25
+"""Steps 3b/3c compare two labels on the samples where both decoded coefficients are positive,
+and only when there are at least max(:data:`MIN_SHARED`, ⌊S·MIN_SHARED_FRAC⌋) of them."""
+MIN_SHARED = 2
+PAIR_MAX_LOG_RATIO = math.log(2.0)
+"""Step 3b: an R_{M,1} pairs with an R_{M,2} only when the median |log(‖c_hW x̂‖ / a_{e_1})| over
+the shared samples is ≤ log 2 (the two are the same c_h·W for unit attributes; an unseen
+coordinate lowers the first by at most the complete_tol test's margin)."""
+PAIR_AMBIGUITY_GAP = 0.05
+"""Step 3b: a pairing is noted "ambiguous" when a competing pairing of either label scores within
+0.05 (in median |log ratio|) of it."""
+DOMINATION_SLACK = 1.05
+"""Step 3c: a column-0-only label is "below" another in a sample when its coefficient is ≤ 1.05×
+the other's (c_h·W·x_0 ≤ c_h·W, plus the decode noise)."""
+DOMINATION_FRAC = 0.9
+"""Step 3c: … in ≥ 90% of the shared samples."""
+DOMINATED_RATIO_RANGE = (0.3, 0.98)
+"""Step 3c: the median ratio c_h·W·x_0 / (c_h·W) = median x_0 must lie in [0.3, 0.98]: an x_0 that
+is always ≈ 1 is indistinguishable from an R_{M,2}, and one below 0.3 is rarely certified."""
+SPREAD_OVER_NOISE = 4.0
+"""Step 3c: the ratio's interquartile range must be ≥ 4× the decode noise of the ratio (x_0 varies
+across samples; the ratio of two R_{M,2} coefficients is the constant W/W′)."""
+WEIGHT_MIN = 1e-3
+"""Step 4: the depth h = (3 − log2(ω/W))/4 is estimated only for output weights W > 10⁻³."""
+CHILD_OMEGA_RATIO = 1.0 / 16.0
+"""Step 5: a child's identity coefficient is at most 1/16 of its parent's (c_{h+1} = c_h/16 and
+W_child ≤ W_parent), so only identified objects with ω ≤ CHILD_OMEGA_RATIO·OMEGA_TOL·ω_parent are
+candidate inputs."""
+OMEGA_TOL = 1.25
+"""Step 5: margin on the ω ratio for the estimation error of the two ω (each ≈ the decode error,
+2–4%, of a median over samples): a child with W_child = W_parent (fan-in 1) sits exactly at 1/16."""
+SLACK_MIN = 2e-3
+"""Step 5: absolute slack of the input selection (:func:`_select_inputs`): max(SLACK_MIN,
+SLACK_DECODE_FRAC·decode error of the object)."""
+SLACK_DECODE_FRAC = 0.5
+
+
+def _min_shared(S):
+    """Least number of shared samples for a comparison of two labels (steps 3b, 3c)."""
+    return max(MIN_SHARED, int(S * MIN_SHARED_FRAC))
+
+
+@dataclass
+class _LabelType:
+    """Step 2's verdict on one recovered matrix label (mutable: step 3c may retype it)."""
+
+    label: int
+    kind: str
+    columns: tuple
+    n_certified: int
+    positive_fraction: float
+    note: str
+
+
+@dataclass
+class _Decoded:
+    """Step 3: every sample's coefficient on every recovered column of the typed labels.
+
+    ``values[:, k]`` / ``errors[:, k]``: the median per-block estimate and its standard error for
+    the column ``keys[k] = (label, j)``.
+    """
+
+    values: np.ndarray
+    errors: np.ndarray
+    keys: list
+    columns: dict             # label -> its recovered column indices
+
+    def __post_init__(self):
+        self._pos = {key: k for k, key in enumerate(self.keys)}
+
+    def index(self, label, j):
+        return self._pos[(label, j)]
+
+    def coef(self, label, j=0):
+        return self.values[:, self._pos[(label, j)]]
+
+    def error(self, label, j=0):
+        return self.errors[:, self._pos[(label, j)]]
+
+    def raw(self, label):
+        """(S, max column + 1) nonnegative decoded coefficients c_h·W·x̂ of an attribute label."""
+        jc = self.columns[label]
+        R = np.zeros((self.values.shape[0], max(jc) + 1))
+        for j in jc:
+            R[:, j] = np.maximum(self.coef(label, j), 0.0)
+        return R
+
+
+def _recover_dictionary(Y, block_size, block_prob, hypercube_tol, count_frac, hamming_tol, levels):
+    """Step 1 (THEORY.md §7 step 1; paper §4.2): recursable dictionary learning of the unknown
+    D(b, q, d) matrices and the coefficients from the overall sketches
+    (:func:`sketchsim.dictlearn.recover`; validates b, q, d and the thresholds)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TheoremPreconditionWarning)
+        return recover(Y, block_size, block_prob, hypercube_tol=hypercube_tol, count_frac=count_frac,
+                       hamming_tol=hamming_tol, levels=levels)
+
+
+def _type_matrices(res, max_attr_dim):
+    """Step 2 (THEORY.md §7 step 2): type every label from the coefficient vectors it multiplies.
+
+    ``res`` holds the level-1 coefficients only. Coefficients positive in fewer than
+    :data:`POSITIVE_FRAC_MIN` of the cases → ``unknown``; a column ≥ ``max_attr_dim`` → ``unknown``
+    (not a short attribute); column 0 only (≈ c·e_1) → R_{M,2}; otherwise (nonnegative coefficients
+    on short vectors: c_h·W·x_θ through the identity branch) → R_{M,1}. Returns [:class:`_LabelType`].
+    """
     out = []
     for lab in range(res.n_matrices):
         sel = res.coef_matrix == lab
@@ -817,16 +937,211 @@ def _type_matrices(res, S, max_attr_dim):
         vals = res.coef_value[sel]
         n_cert = int(np.unique(res.coef_sample[sel]).size)
         pos = float(np.mean(vals > 0)) if vals.size else 0.0
-        if pos < 0.95:
-            kind, note = "unknown", f"{1 - pos:.0%} negative coefficients: not an attribute or e_1"
+        if pos < POSITIVE_FRAC_MIN:
+            kind, note = UNKNOWN_KIND, f"{1 - pos:.0%} negative coefficients: not an attribute or e_1"
         elif max(cols) >= max_attr_dim:
-            kind, note = "unknown", f"column {max(cols)} ≥ max_attr_dim={max_attr_dim}: not a short attribute"
+            kind, note = UNKNOWN_KIND, f"column {max(cols)} ≥ max_attr_dim={max_attr_dim}: not a short attribute"
         elif cols == (0,):
-            kind, note = "R_{M,2}", "coefficient vectors ≈ c·e_1"
+            kind, note = COUNT_KIND, "coefficient vectors ≈ c·e_1"
         else:
-            kind, note = "R_{M,1}", "nonnegative coefficients on short vectors (attributes)"
-        out.append((lab, kind, cols, n_cert, pos, note))
+            kind, note = ATTR_KIND, "nonnegative coefficients on short vectors (attributes)"
+        out.append(_LabelType(lab, kind, cols, n_cert, pos, note))
     return out
+
+
+def _decode_columns(res, Y, types):
+    """Step 3 (THEORY.md §7 step 4, "grouped by word"; the Theorem 1(i) decoder with learned
+    columns): decode every sample — not only those where a column was certified — through every
+    recovered column of the R_{M,1} and R_{M,2} labels (:func:`_decode_column`). Returns
+    :class:`_Decoded`."""
+    attr = [t for t in types if t.kind == ATTR_KIND]
+    count = [t for t in types if t.kind == COUNT_KIND]
+    keys, cols = [], []
+    for t in attr + count:
+        for j in t.columns:
+            keys.append((t.label, j))
+            cols.append(res.find_column(t.label, j))
+    S = Y.shape[0]
+    A = np.zeros((S, len(cols)))
+    E = np.zeros((S, len(cols)))
+    for k, c in enumerate(cols):
+        A[:, k], E[:, k] = _decode_column(res, c, Y)
+    return _Decoded(values=A, errors=E, keys=keys, columns={t.label: t.columns for t in types})
+
+
+def _pair_labels(attr_labels, count_labels, dec, S):
+    """Step 3b (THEORY.md §7 step 2, pairing): pair each R_{M,1} with the R_{M,2} of the same module.
+
+    For unit attributes ‖c_h·W·x‖ = c_h·W, exactly the R_{M,2} (e_1) coefficient; pairs are
+    scored by the median |log ratio| over the shared samples and taken greedily, closest first,
+    up to :data:`PAIR_MAX_LOG_RATIO`. Returns (pair {attr label: count label}, notes {count label:
+    text}).
+    """
+    pair, notes = {}, {}
+    scores = []
+    for lab in attr_labels:
+        nrm = np.linalg.norm(dec.raw(lab), axis=1)
+        for e in count_labels:
+            a_e = dec.coef(e, 0)
+            ok = (a_e > 0) & (nrm > 0)
+            if ok.sum() < _min_shared(S):
+                continue
+            scores.append((float(np.median(np.abs(np.log(nrm[ok] / a_e[ok])))), lab, e))
+    scores.sort()
+    used_e = set()
+    for sc, lab, e in scores:
+        if lab in pair or e in used_e or sc > PAIR_MAX_LOG_RATIO:
+            continue
+        rival = any(s2 - sc < PAIR_AMBIGUITY_GAP and (l2 == lab) != (e2 == e) and l2 not in pair
+                    and e2 not in used_e for s2, l2, e2 in scores)
+        pair[lab] = e
+        used_e.add(e)
+        notes[e] = f"pairs with m{lab} (median |log ratio| {sc:.2f})" + (" — ambiguous" if rival else "")
+    return pair, notes
+
+
+def _find_column0_attributes(free, dec, S):
+    """Step 3c (module docstring, item 2): among the unpaired e_1-like labels ``free``, find each
+    R_{M,1} of which only column 0 was certified.
+
+    Its coefficient c_h·W·x_0 stays below the coefficient c_h·W of its module's R_{M,2} (≤
+    :data:`DOMINATION_SLACK`× in ≥ :data:`DOMINATION_FRAC` of the shared samples), with a median
+    ratio in :data:`DOMINATED_RATIO_RANGE` and a spread ≥ :data:`SPREAD_OVER_NOISE`× the decode noise
+    (x_0 varies; two R_{M,2} have the constant ratio W/W′ under fixed weights). Returns
+    [(label, partner, dominated fraction, median ratio, relative spread, noise)].
+    """
+    med = {e: float(np.median(dec.coef(e, 0))) for e in free}
+    lo, hi = DOMINATED_RATIO_RANGE
+    taken, found = set(), []
+    for e in sorted(free, key=lambda e: med[e]):
+        if e in taken:
+            continue
+        a_e = dec.coef(e, 0)
+        best = None
+        for e2 in free:
+            if e2 == e or e2 in taken or med[e2] < med[e]:
+                continue
+            a2 = dec.coef(e2, 0)
+            ok = (a2 > 0) & (a_e > 0)
+            if ok.sum() < _min_shared(S):
+                continue
+            ratio = a_e[ok] / a2[ok]
+            dom = float(np.mean(ratio <= DOMINATION_SLACK))
+            rm = float(np.median(ratio))
+            iqr = float(np.subtract(*np.percentile(ratio, [75, 25])))
+            noise = float(np.median(np.hypot(dec.error(e, 0)[ok] / a_e[ok], dec.error(e2, 0)[ok] / a2[ok])))
+            if (dom >= DOMINATION_FRAC and lo <= rm <= hi and iqr >= SPREAD_OVER_NOISE * noise * rm
+                    and (best is None or rm > best[2])):
+                best = (e2, dom, rm, iqr / rm, noise)
+        if best is not None:
+            found.append((e,) + best)
+            taken.update((e, best[0]))
+    return found
+
+
+def _build_objects(attr_labels, pair, dec, certified, S, beta):
+    """Step 4 (THEORY.md §7 steps 2 and 4): one object per R_{M,1} label (in a fixed tree every
+    sample has the same structure, so a recovered matrix *is* an object across samples).
+
+    Its attributes x̂ = the decoded c_h·W·x̂ normalised (coordinates never certified are 0 and
+    listed as ``missing``); ω = median ‖c_h·W·x̂‖ (the identity coefficient); ``completeness`` =
+    median ‖c_h·W·x̂‖ / (paired R_{M,2} coefficient); identified when certified in ≥ β of the
+    samples (the paper's β = 1/poly(N)).
+    """
+    objects = []
+    for lab in attr_labels:
+        jc = dec.columns[lab]
+        L = max(jc) + 1
+        R = dec.raw(lab)
+        missing = [j for j in range(L) if j not in jc]
+        rho = float("nan")
+        e = pair.get(lab)
+        if e is not None:
+            a_e = np.maximum(dec.coef(e, 0), 0.0)
+            nrm = np.linalg.norm(R, axis=1)
+            ok = a_e > 0
+            rho = float(np.median(nrm[ok] / a_e[ok])) if ok.any() else float("nan")
+        nrm = np.linalg.norm(R, axis=1)
+        X = _unit_rows(R + (nrm[:, None] == 0) * (1.0 / math.sqrt(L)))
+        frac = len(certified[lab]) / S
+        err = np.sqrt(np.sum(dec.errors[:, [dec.index(lab, j) for j in jc]] ** 2, axis=1))
+        decode_err = float(np.median(err / np.maximum(nrm, _EPS)))
+        objects.append(LearnedObject(
+            name=f"m{lab}", attr_label=lab, count_label=e, columns=tuple(jc), attr_dim=L,
+            missing=tuple(missing), certified_fraction=frac, omega=float(np.median(nrm)),
+            omega_count=float(np.median(dec.coef(e, 0))) if e is not None else float("nan"),
+            output_weight=float("nan"), depth_estimate=float("nan"), identified=frac >= beta, attributes=X,
+            completeness=rho, decode_error=decode_err))
+    return objects
+
+
+def _estimate_output_weights(ident, outputs, S):
+    """Step 4, weights and depths (THEORY.md §7 step 4): when the outputs are Σ_t W_t x_t over the
+    top objects, nonnegative least squares of the outputs on the decoded attributes gives W, and
+    ω = c_h·W with c_h = 2^{−(4h−3)} gives h = (3 − log2(ω/W))/4 (for W > :data:`WEIGHT_MIN`).
+    Sets ``output_weight`` / ``depth_estimate`` of the identified objects; returns the relative
+    residual (NaN when not fitted)."""
+    if outputs is None or not ident or not all(o.attr_dim <= outputs.shape[1] for o in ident):
+        return float("nan")
+    m = outputs.shape[1]
+    Mx = np.zeros((S * m, len(ident)))
+    for k, o in enumerate(ident):
+        P = np.zeros((S, m))
+        P[:, :o.attr_dim] = o.attributes
+        Mx[:, k] = P.ravel()
+    w, rn = nnls(Mx, outputs.ravel())
+    residual = float(rn / max(np.linalg.norm(outputs), _EPS))
+    for o, wk in zip(ident, w):
+        o.output_weight = float(wk)
+        if wk > WEIGHT_MIN and o.omega > 0:
+            o.depth_estimate = float((3.0 - math.log2(o.omega / wk)) / 4.0)
+    return residual
+
+
+def _candidate_inputs(o, ident, network_inputs):
+    """Step 5's candidate inputs of object ``o``: the network-input groups and the identified
+    objects light enough to be its children (ω ≤ :data:`CHILD_OMEGA_RATIO`·:data:`OMEGA_TOL`·ω_o)."""
+    pool = dict(network_inputs)
+    limit = o.omega * CHILD_OMEGA_RATIO * OMEGA_TOL
+    pool.update({x.name: x.attributes for x in ident if x is not o and x.omega <= limit})
+    return pool
+
+
+def _fit_object(o, pool, S, fit, ridge, n_folds, max_fan_in, select_gain, fit_tol, complete_tol):
+    """Step 5 (THEORY.md §7 step 4, "hand them to the robust learner") for one identified object:
+    best-subset input selection on cross-validated error (:func:`_select_inputs`), the module fit
+    x ≈ N(A z + c), and the learned/not-learned decision with its reason."""
+    X = o.attributes
+    chosen = _select_inputs(pool, X, fit, ridge, n_folds, max_fan_in, select_gain,
+                            slack=max(SLACK_MIN, SLACK_DECODE_FRAC * o.decode_error))
+    base = float(np.median(_rel_err(np.repeat(_unit_rows(X.mean(axis=0, keepdims=True)), S, axis=0), X)))
+    if not chosen:
+        o.reason = (f"no candidate input lowers the cross-validated error below the constant predictor "
+                    f"({base:.3g}); its inputs are not among the network-input groups and recovered objects")
+        return
+    chosen.sort(key=lambda c: (c[:2] != "in", int(c[2:]) if c[2:].isdigit() else 0, c))
+    Z = np.concatenate([pool[c] for c in chosen], axis=1)
+    B = _fit(Z, X, fit, ridge)
+    cv = _cv_error(Z, X, fit, ridge, n_folds)
+    tr = float(np.median(_rel_err(_predict(B, Z), X)))
+    o.module = LearnedModule(inputs=tuple(chosen), input_dims=tuple(pool[c].shape[1] for c in chosen), B=B,
+                             fit=fit, train_error=tr, cv_error=cv)
+    short = np.isfinite(o.completeness) and o.completeness < complete_tol
+    o.learned = cv <= fit_tol and not o.missing and not short and o.attr_dim > 1
+    if o.attr_dim == 1:
+        o.reason = ("only coordinate 0 was recovered: a nonnegative unit vector of length 1 is the constant [1], "
+                    "so nothing about the module is learned")
+    elif short:
+        o.reason = (f"attribute incomplete: ‖c_hW x̂‖ is {o.completeness:.2f} of the R_{{M,2}} coefficient c_hW, so "
+                    f"coordinates beyond L̂ = {o.attr_dim} were never certified (module fitted on {chosen}, "
+                    f"cross-validated error {cv:.3g}, not trusted)")
+    elif o.missing:
+        o.reason = (f"attribute incomplete: the columns of coordinates {list(o.missing)} were never certified, "
+                    f"so the decoded attributes are wrong there (module fitted on {chosen}, "
+                    f"cross-validated error {cv:.3g}, not trusted)")
+    elif not o.learned:
+        o.reason = (f"best fit on {chosen} has cross-validated error {cv:.3g} > fit_tol={fit_tol}: its true "
+                    "inputs are probably objects below the detection floor (this is a composite fit)")
 
 
 def learn_from_sketches(inputs, outputs, sketches, block_size, block_prob, *, input_dims=None,
@@ -941,202 +1256,56 @@ def learn_from_sketches(inputs, outputs, sketches, block_size, block_prob, *, in
 
     # 1. recover (validates b, q, d and the thresholds)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TheoremPreconditionWarning)
-        res = recover(Y, block_size, block_prob, hypercube_tol=hypercube_tol, count_frac=count_frac,
-                      hamming_tol=hamming_tol, levels=levels)
+    res = _recover_dictionary(Y, block_size, block_prob, hypercube_tol, count_frac, hamming_tol, levels)
     timings = {"recover_s": time.perf_counter() - t0}
     q = float(block_prob)
     snorm = float(np.median(np.linalg.norm(Y, axis=1)))
     floor = detection_floor(snorm, q, int(block_size), float(hypercube_tol))
 
-    # 2. type the matrices (level-1 labels; coefficients of the input rows only)
+    # 2. type the matrices (level-1 labels: coefficients of the input rows only)
     lvl1 = res.coef_sample < S
-    typed = _type_matrices(_Sub(res, lvl1), S, max_attr_dim)
-    attr_labels = [t[0] for t in typed if t[1] == "R_{M,1}"]
-    count_labels = [t[0] for t in typed if t[1] == "R_{M,2}"]
+    types = _type_matrices(_Sub(res, lvl1), max_attr_dim)
+    by_label = {t.label: t for t in types}
 
-    # 3. decode every sample through the recovered columns (median of per-block estimates)
-    cols = []                                          # (label, j, column index in res)
-    for lab in attr_labels + count_labels:
-        for j in next(t[2] for t in typed if t[0] == lab):
-            cols.append((lab, j, res.find_column(lab, j)))
-    A = np.zeros((S, len(cols)))
-    E = np.zeros((S, len(cols)))
-    for k, (_, _, c) in enumerate(cols):
-        A[:, k], E[:, k] = _decode_column(res, c, Y)
-    col_pos = {(lab, j): k for k, (lab, j, _) in enumerate(cols)}
+    # 3. decode every sample through the recovered columns; certification per (label, sample)
+    dec = _decode_columns(res, Y, types)
+    certified = {lab: set(res.coef_sample[lvl1 & (res.coef_matrix == lab)].tolist())
+                 for lab in range(res.n_matrices)}
 
-    # certification per (label, sample)
-    cert = {lab: set(res.coef_sample[lvl1 & (res.coef_matrix == lab)].tolist()) for lab in range(res.n_matrices)}
-
-    typed = [list(t) for t in typed]
-    kind_of = {t[0]: t for t in typed}
-    notes = {}
-
-    def raw_of(lab):
-        jc = kind_of[lab][2]
-        R = np.zeros((S, max(jc) + 1))
-        for j in jc:
-            R[:, j] = np.maximum(A[:, col_pos[(lab, j)]], 0.0)
-        return R
-
-    # 3b. pair R_{M,1} with R_{M,2}: ‖c_h W x‖ = c_h W = the e_1 coefficient (greedy, closest first)
-    pair = {}
-
-    def pair_up(attr, count):
-        scores = []
-        for lab in attr:
-            nrm = np.linalg.norm(raw_of(lab), axis=1)
-            for e in count:
-                a_e = A[:, col_pos[(e, 0)]]
-                ok = (a_e > 0) & (nrm > 0)
-                if ok.sum() < max(2, S // 4):
-                    continue
-                scores.append((float(np.median(np.abs(np.log(nrm[ok] / a_e[ok])))), lab, e))
-        scores.sort()
-        used_e = set(pair.values())
-        for sc, lab, e in scores:
-            if lab in pair or e in used_e or sc > math.log(2.0):
-                continue
-            rival = any(s2 - sc < 0.05 and (l2 == lab) != (e2 == e) and l2 not in pair and e2 not in used_e
-                        for s2, l2, e2 in scores)
-            pair[lab] = e
-            used_e.add(e)
-            notes[e] = f"pairs with m{lab} (median |log ratio| {sc:.2f})" + (" — ambiguous" if rival else "")
-
-    pair_up(attr_labels, count_labels)
-
-    # 3c. an R_{M,1} of which only column 0 was certified is e_1-like too. Among the unpaired e_1-like
-    #     labels, one whose coefficient stays below another's (c_h W x_0 ≤ c_h W) in ≥ 90% of the
-    #     samples AND whose ratio to it varies beyond the decode noise (x_0 varies; the ratio of two
-    #     R_{M,2} coefficients is the constant W/W' when the weights are fixed) is that R_{M,1}.
+    # 3b. pair R_{M,1} with R_{M,2}; 3c. retype the column-0-only R_{M,1} among the unpaired R_{M,2}
+    attr_labels = [t.label for t in types if t.kind == ATTR_KIND]
+    count_labels = [t.label for t in types if t.kind == COUNT_KIND]
+    pair, notes = _pair_labels(attr_labels, count_labels, dec, S)
     free = [e for e in count_labels if e not in pair.values()]
-    med = {e: float(np.median(A[:, col_pos[(e, 0)]])) for e in free}
-    taken = set()
-    for e in sorted(free, key=lambda e: med[e]):
-        if e in taken:
-            continue
-        a_e = A[:, col_pos[(e, 0)]]
-        best = None
-        for e2 in free:
-            if e2 == e or e2 in taken or med[e2] < med[e]:
-                continue
-            a2 = A[:, col_pos[(e2, 0)]]
-            ok = (a2 > 0) & (a_e > 0)
-            if ok.sum() < max(2, S // 4):
-                continue
-            ratio = a_e[ok] / a2[ok]
-            dom = float(np.mean(ratio <= 1.05))
-            rm = float(np.median(ratio))
-            iqr = float(np.subtract(*np.percentile(ratio, [75, 25])))
-            noise = float(np.median(np.hypot(E[ok, col_pos[(e, 0)]] / a_e[ok], E[ok, col_pos[(e2, 0)]] / a2[ok])))
-            if dom >= 0.9 and 0.3 <= rm <= 0.98 and iqr >= 4.0 * noise * rm and (best is None or rm > best[2]):
-                best = (e2, dom, rm, iqr / rm, noise)
-        if best is not None:
-            e2, dom, rm, spread, noise = best
-            kind_of[e][1] = "R_{M,1}"
-            kind_of[e][5] = (f"column 0 only, below the e_1 coefficient of label {e2} in {dom:.0%} of samples "
-                             f"(median ratio {rm:.2f}, relative spread {spread:.2f} ≫ noise {noise:.2g}): an attribute "
-                             "coordinate x_0 ≤ 1")
-            pair[e] = e2
-            notes[e2] = f"pairs with m{e} (dominates its coefficient)"
-            taken.update((e, e2))
-    attr_labels = [t[0] for t in typed if t[1] == "R_{M,1}"]
-    count_labels = [t[0] for t in typed if t[1] == "R_{M,2}"]
-    raw = {lab: raw_of(lab) for lab in attr_labels}
+    for e, e2, dom, rm, spread, noise in _find_column0_attributes(free, dec, S):
+        by_label[e].kind = ATTR_KIND
+        by_label[e].note = (f"column 0 only, below the e_1 coefficient of label {e2} in {dom:.0%} of samples "
+                            f"(median ratio {rm:.2f}, relative spread {spread:.2f} ≫ noise {noise:.2g}): an "
+                            "attribute coordinate x_0 ≤ 1")
+        pair[e] = e2
+        notes[e2] = f"pairs with m{e} (dominates its coefficient)"
+    attr_labels = [t.label for t in types if t.kind == ATTR_KIND]
+    count_labels = [t.label for t in types if t.kind == COUNT_KIND]
 
-    objects = []
-    for lab in attr_labels:
-        jc = kind_of[lab][2]
-        L = max(jc) + 1
-        R = raw[lab]
-        missing = [j for j in range(L) if j not in jc]
-        rho = float("nan")
-        e = pair.get(lab)
-        if e is not None:
-            a_e = np.maximum(A[:, col_pos[(e, 0)]], 0.0)
-            nrm = np.linalg.norm(R, axis=1)
-            ok = a_e > 0
-            rho = float(np.median(nrm[ok] / a_e[ok])) if ok.any() else float("nan")
-        nrm = np.linalg.norm(R, axis=1)
-        X = _unit_rows(R + (nrm[:, None] == 0) * (1.0 / math.sqrt(L)))
-        frac = len(cert[lab]) / S
-        err = np.sqrt(np.sum(E[:, [col_pos[(lab, j)] for j in jc]] ** 2, axis=1))
-        dec = float(np.median(err / np.maximum(nrm, _EPS)))
-        objects.append(LearnedObject(
-            name=f"m{lab}", attr_label=lab, count_label=e, columns=tuple(jc), attr_dim=L,
-            missing=tuple(missing), certified_fraction=frac, omega=float(np.median(nrm)),
-            omega_count=float(np.median(A[:, col_pos[(e, 0)]])) if e is not None else float("nan"),
-            output_weight=float("nan"), depth_estimate=float("nan"), identified=frac >= beta, attributes=X,
-            completeness=rho, decode_error=dec))
-    typed = [tuple(t) for t in typed]
+    # 4. objects, identification, weights and depths
+    objects = _build_objects(attr_labels, pair, dec, certified, S, beta)
     for e in count_labels:
         notes.setdefault(e, "coefficient vectors ≈ c·e_1; no R_{M,1} with a matching norm")
-
-    matrices = []
     owner = {o.attr_label: o.name for o in objects}
     owner.update({o.count_label: o.name for o in objects if o.count_label is not None})
-    for lab, kind, jc, n_cert, pos, note in typed:
-        matrices.append(LearnedMatrix(label=lab, kind=kind, columns=jc, n_certified=n_cert,
-                                      certified_fraction=n_cert / S, positive_fraction=pos,
-                                      object=owner.get(lab), note=notes.get(lab, note)))
-
-    # weights and depths of the objects that feed the output (outputs ≈ Σ W x̂)
+    matrices = [LearnedMatrix(label=t.label, kind=t.kind, columns=t.columns, n_certified=t.n_certified,
+                              certified_fraction=t.n_certified / S, positive_fraction=t.positive_fraction,
+                              object=owner.get(t.label), note=notes.get(t.label, t.note)) for t in types]
     ident = [o for o in objects if o.identified]
-    out_res = float("nan")
-    if out_arr is not None and ident and all(o.attr_dim <= out_arr.shape[1] for o in ident):
-        m = out_arr.shape[1]
-        Mx = np.zeros((S * m, len(ident)))
-        for k, o in enumerate(ident):
-            P = np.zeros((S, m))
-            P[:, :o.attr_dim] = o.attributes
-            Mx[:, k] = P.ravel()
-        w, rn = nnls(Mx, out_arr.ravel())
-        out_res = float(rn / max(np.linalg.norm(out_arr), _EPS))
-        for o, wk in zip(ident, w):
-            o.output_weight = float(wk)
-            if wk > 1e-3 and o.omega > 0:
-                o.depth_estimate = float((3.0 - math.log2(o.omega / wk)) / 4.0)
+    out_res = _estimate_output_weights(ident, out_arr, S)
 
-    # 5. choose inputs and fit the modules
+    # 5. choose inputs and fit the modules (lighter objects first)
     t0 = time.perf_counter()
     edges = np.concatenate([[0], np.cumsum(dims)]).astype(int)
-    cands = {f"in{i}": U[:, a:b] for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))}
+    network_inputs = {f"in{i}": U[:, a:b] for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))}
     for o in sorted(ident, key=lambda o: o.omega):
-        pool = dict(cands)
-        pool.update({x.name: x.attributes for x in ident if x is not o and x.omega <= o.omega / 4.0})
-        X = o.attributes
-        chosen = _select_inputs(pool, X, fit, ridge, n_folds, max_fan_in, select_gain,
-                                slack=max(2e-3, 0.5 * o.decode_error))
-        base = float(np.median(_rel_err(np.repeat(_unit_rows(X.mean(axis=0, keepdims=True)), S, axis=0), X)))
-        if not chosen:
-            o.reason = (f"no candidate input lowers the cross-validated error below the constant predictor "
-                        f"({base:.3g}); its inputs are not among the network-input groups and recovered objects")
-            continue
-        chosen.sort(key=lambda c: (c[:2] != "in", int(c[2:]) if c[2:].isdigit() else 0, c))
-        Z = np.concatenate([pool[c] for c in chosen], axis=1)
-        B = _fit(Z, X, fit, ridge)
-        cv = _cv_error(Z, X, fit, ridge, n_folds)
-        tr = float(np.median(_rel_err(_predict(B, Z), X)))
-        o.module = LearnedModule(inputs=tuple(chosen), input_dims=tuple(pool[c].shape[1] for c in chosen), B=B,
-                                 fit=fit, train_error=tr, cv_error=cv)
-        short = np.isfinite(o.completeness) and o.completeness < complete_tol
-        o.learned = cv <= fit_tol and not o.missing and not short and o.attr_dim > 1
-        if o.attr_dim == 1:
-            o.reason = ("only coordinate 0 was recovered: a nonnegative unit vector of length 1 is the constant [1], "
-                        "so nothing about the module is learned")
-        elif short:
-            o.reason = (f"attribute incomplete: ‖c_hW x̂‖ is {o.completeness:.2f} of the R_{{M,2}} coefficient c_hW, so "
-                        f"coordinates beyond L̂ = {o.attr_dim} were never certified (module fitted on {chosen}, "
-                        f"cross-validated error {cv:.3g}, not trusted)")
-        elif o.missing:
-            o.reason = (f"attribute incomplete: the columns of coordinates {list(o.missing)} were never certified, "
-                        f"so the decoded attributes are wrong there (module fitted on {chosen}, "
-                        f"cross-validated error {cv:.3g}, not trusted)")
-        elif not o.learned:
-            o.reason = (f"best fit on {chosen} has cross-validated error {cv:.3g} > fit_tol={fit_tol}: its true "
-                        "inputs are probably objects below the detection floor (this is a composite fit)")
+        _fit_object(o, _candidate_inputs(o, ident, network_inputs), S, fit, ridge, n_folds, max_fan_in,
+                    select_gain, fit_tol, complete_tol)
     for o in objects:
         if not o.identified:
             o.reason = f"certified in {o.certified_fraction:.1%} of samples < β = {beta}"
@@ -1178,195 +1347,3 @@ class _Sub:
         self.coef_column = res.coef_column[mask]
         self.coef_value = res.coef_value[mask]
         self.coef_sample = res.coef_sample[mask]
-
-
-# ============================================================================ evaluation (hidden truth)
-def _canonical_signature(op):
-    t = op.b // 3
-    if op.n_blocks == 0:
-        return None
-    r = op.blk_sign[0, 2 * t:].astype(np.int8)
-    return r * r[0]
-
-
-@dataclass
-class HiddenTruth:
-    """What the evaluation needs from the hidden bank: every matrix's canonical signature σ̂_m and
-    the true blocks of its first ``max_column`` columns (so the bank itself can be dropped)."""
-
-    names: list
-    signatures: dict          # name -> (b/3,) int8 or None (no nonzero block)
-    columns: dict             # (name, j) -> {block row: signs (b,)}
-
-
-def hidden_truth(bank, teacher, max_column=8):
-    """:class:`HiddenTruth` of the matrices ``bank`` uses for ``teacher`` (evaluation only)."""
-    names = bank.matrix_names(teacher.graph)
-    sigs, cols = {}, {}
-    for nm in names:
-        op = bank.get(nm)
-        sigs[nm] = _canonical_signature(op)
-        for j in range(min(max_column, op.d)):
-            lo, hi = op.col_ptr[j], op.col_ptr[j + 1]
-            cols[(nm, j)] = dict(zip(op.blk_row[lo:hi].tolist(), op.blk_sign[lo:hi].copy()))
-    return HiddenTruth(names=names, signatures=sigs, columns=cols)
-
-
-def label_names(dictionary, truth, names=None):
-    """Map every recovered label to the hidden matrix it came from (evaluation only).
-
-    ``truth`` is a :class:`HiddenTruth` or a MatrixBank (then ``names`` lists the matrices).
-    Matches the canonical matrix signature σ̂_m of each label within the learner's Hamming
-    tolerance. Returns a list: name or None.
-    """
-    if isinstance(truth, MatrixBank):
-        sigs = {nm: _canonical_signature(truth.get(nm)) for nm in names}
-    else:
-        sigs = truth.signatures
-    h = int(dictionary.params.get("hamming_tol", 0))
-    out = []
-    for lab in range(dictionary.n_matrices):
-        s = dictionary.matrix_signature[lab]
-        best, bd = None, h + 1
-        for nm, t in sigs.items():
-            if t is None:
-                continue
-            dist = int(np.count_nonzero(t != s))
-            if dist < bd:
-                best, bd = nm, dist
-        out.append(best)
-    return out
-
-
-def _columns_exact(dictionary, truth, names_of):
-    ok = n = 0
-    for c in range(dictionary.n_columns):
-        nm = names_of[int(dictionary.column_matrix[c])]
-        key = (nm, int(dictionary.column_index[c]))
-        n += 1
-        if nm is None or key not in truth.columns:
-            continue
-        blocks = truth.columns[key]
-        rows, signs = dictionary.column_blocks(c)
-        ok += all(int(r) in blocks and np.array_equal(sg, blocks[int(r)]) for r, sg in zip(rows, signs))
-    return ok, n
-
-
-def evaluate(learned, teacher, truth, train=None, random_state=None, n_fresh=200, w_subgraph=0.2):
-    """Compare a :class:`LearnedNetwork` with the teacher and the hidden bank (experiment side).
-
-    ``truth`` is the hidden :class:`~sketchsim.MatrixBank` or its :class:`HiddenTruth`.
-
-    Returns a dict of scalars: matrices recovered / matched to a bank matrix / typed correctly /
-    paired correctly, columns exact, subgraph precision and recall against the objects with
-    effective weight ≥ ``w_subgraph`` (and recall per depth), and for every internal teacher object
-    ``<id>``: ``learned_<id>`` (0/1), ``inputs_ok_<id>`` (selected inputs = true inputs),
-    ``module_err_<id>`` (median relative ℓ2 error of the learned module on ``n_fresh`` fresh true
-    inputs; NaN unless learned with the right inputs), ``e2e_err_<id>`` (learned chain from fresh
-    network inputs), ``oracle_err_<id>`` (the same fit on the true training attributes, when
-    ``train`` — the training :class:`TeacherSamples` — is given) and ``attr_err_<id>`` (median
-    relative ℓ2 error of the decoded training attributes).
-    """
-    rng = check_random_state(random_state)
-    g = teacher.graph
-    if isinstance(truth, MatrixBank):
-        truth = hidden_truth(truth, teacher)
-    if not isinstance(truth, HiddenTruth):
-        raise ValueError(f"truth must be a MatrixBank or a HiddenTruth; got {type(truth).__name__}")
-    dl = learned.dictionary
-    names_of = label_names(dl, truth)
-    kind_true = {}
-    for lab, nm in enumerate(names_of):
-        if nm is None:
-            kind_true[lab] = None
-        else:
-            pn = parse_name(nm)
-            kind_true[lab] = "tuple" if pn[0] == "tuple" else ("R_{M,%d}" % pn[2], pn[1])
-    n_match = sum(nm is not None for nm in names_of)
-    n_typed_ok = 0
-    for m in learned.matrices:
-        kt = kind_true[m.label]
-        n_typed_ok += bool(kt is not None and kt != "tuple" and kt[0] == m.kind)
-    col_ok, col_n = _columns_exact(dl, truth, names_of)
-    # objects: learned object -> teacher object (module unique per internal object; 'leaf' shared)
-    obj_of = {}
-    pair_ok = pair_n = 0
-    for o in learned.objects:
-        kt = kind_true[o.attr_label]
-        mod = kt[1] if (kt is not None and kt != "tuple" and kt[0] == "R_{M,1}") else None
-        ids = [oid for oid in g.ids if g.module(oid) == mod] if mod else []
-        obj_of[o.name] = ids[0] if len(ids) == 1 else (tuple(ids) if ids else None)
-        if o.count_label is not None:
-            pair_n += 1
-            kc = kind_true[o.count_label]
-            pair_ok += bool(mod is not None and kc is not None and kc != "tuple" and kc == ("R_{M,2}", mod))
-    truth = {oid for oid in g.ids if g.weight(oid) >= w_subgraph}
-    ident = [o for o in learned.objects if o.identified]
-    hits = {obj_of[o.name] for o in ident if isinstance(obj_of[o.name], str)}
-    good_ident = sum(1 for o in ident if isinstance(obj_of[o.name], str) and obj_of[o.name] in truth)
-    out = {
-        "n_matrices": len(learned.matrices),
-        "n_matched": n_match,
-        "n_typed_correct": n_typed_ok,
-        "typing_accuracy": n_typed_ok / len(learned.matrices) if learned.matrices else float("nan"),
-        "n_attr_typed": sum(m.kind == "R_{M,1}" for m in learned.matrices),
-        "n_count_typed": sum(m.kind == "R_{M,2}" for m in learned.matrices),
-        "n_unknown_typed": sum(m.kind == "unknown" for m in learned.matrices),
-        "n_pairs": pair_n,
-        "n_pairs_correct": pair_ok,
-        "n_columns": dl.n_columns,
-        "columns_exact_fraction": col_ok / col_n if col_n else float("nan"),
-        "n_identified": len(ident),
-        "n_true_subgraph": len(truth),
-        "subgraph_precision": good_ident / len(ident) if ident else float("nan"),
-        "subgraph_recall": len(hits & truth) / len(truth) if truth else float("nan"),
-        "sketch_norm": learned.sketch_norm,
-        "floor": learned.floor,
-    }
-    for h in sorted({g.depth(oid) for oid in g.ids}):
-        at_h = {oid for oid in truth if g.depth(oid) == h}
-        out[f"subgraph_recall_depth{h}"] = len(hits & at_h) / len(at_h) if at_h else float("nan")
-    # modules
-    U = teacher.sample_inputs(n_fresh, rng)
-    fresh = teacher.forward(U)
-    pred = learned.predict(U)
-    learned_of = {v: k for k, v in obj_of.items() if isinstance(v, str)}
-    in_map = {f"in{i}": leaf for i, leaf in enumerate(teacher.leaves)}
-    for oid in teacher.order:
-        key = oid
-        lname = learned_of.get(oid)
-        o = learned.object(lname) if lname else None
-        Lt = teacher.attr_dim(oid)
-        out[f"recovered_{key}"] = float(o is not None)
-        out[f"identified_{key}"] = float(o is not None and o.identified)
-        out[f"learned_{key}"] = float(o is not None and o.learned)
-        out[f"certified_fraction_{key}"] = o.certified_fraction if o is not None else 0.0
-        ins_ok = False
-        merr = e2e = aerr = float("nan")
-        if o is not None and o.module is not None:
-            mapped = [in_map.get(c, obj_of.get(c)) for c in o.module.inputs]
-            ins_ok = set(mapped) == set(teacher.inputs_of[oid]) and len(mapped) == len(teacher.inputs_of[oid])
-            P = _pad(pred[o.name], Lt)
-            e2e = float(np.median(_rel_err(P, fresh[oid])))
-            if ins_ok and o.learned:
-                Z = np.concatenate([fresh[m] for m in mapped], axis=1)
-                merr = float(np.median(_rel_err(_pad(o.module.predict(Z), Lt), fresh[oid])))
-        if o is not None and train is not None:
-            aerr = float(np.median(_rel_err(_pad(o.attributes, Lt), train.attributes[oid])))
-        out[f"inputs_ok_{key}"] = float(ins_ok)
-        out[f"module_err_{key}"] = merr
-        out[f"e2e_err_{key}"] = e2e
-        out[f"attr_err_{key}"] = aerr
-        if train is not None:
-            Zt = np.concatenate([train.attributes[c] for c in teacher.inputs_of[oid]], axis=1)
-            B = _fit(Zt, train.attributes[oid], learned.params["fit"], learned.params["ridge"])
-            Zf = np.concatenate([fresh[c] for c in teacher.inputs_of[oid]], axis=1)
-            out[f"oracle_err_{key}"] = float(np.median(_rel_err(_predict(B, Zf), fresh[oid])))
-    return out
-
-
-def _pad(X, L):
-    X = np.atleast_2d(X)
-    if X.shape[1] >= L:
-        return X[:, :L]
-    return np.hstack([X, np.zeros((X.shape[0], L - X.shape[1]))])

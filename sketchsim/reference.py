@@ -63,6 +63,58 @@ def sketch_overall(graph, matvec, d_sketch):
     return sketch_objects(graph, matvec, d_sketch)[1]
 
 
+# ----------------------------------------------------------------------------- decoders (THEORY.md §2.2, §2.4)
+def word_matrix(matrices):
+    """The dense word A = M_1 M_2 ⋯ M_k from its matrices, outermost first."""
+    A = np.eye(matrices[0].shape[0])
+    for M in matrices:
+        A = A @ M
+    return A
+
+
+def _kept(s, keep):
+    """(P s, d/d'): the sketch with coordinates ≥ keep zeroed, and the erasure rescale."""
+    s = np.asarray(s, dtype=np.float64)
+    d = s.shape[0]
+    keep = d if keep is None else keep
+    return np.where(np.arange(d) < keep, s, 0.0), d / keep
+
+
+def decode_word(s, A, c_h, weight, length=None, keep=None, column_norm=True):
+    """x̂_j = (d/d')·⟨A e_j, P s⟩ / (c_h·w), divided by ‖A e_j‖² when ``column_norm`` (a zero
+    column is left undivided), for j < length: Theorems 1 and 3(ii) with the column-norm correction
+    (THEORY.md §2.4), one sketch ``s`` of shape (d,)."""
+    ps, factor = _kept(s, keep)
+    L = A.shape[1] if length is None else length
+    out = np.zeros(L)
+    for j in range(L):
+        col = A[:, j]                                           # A e_j
+        out[j] = factor * float(col @ ps) / (c_h * weight)
+        if column_norm and float(col @ col) > 0:
+            out[j] = out[j] / float(col @ col)
+    return out
+
+
+def decode_count(s, a_e, c_h, weight, keep=None, column_norm=True):
+    """n̂ = (d/d')·⟨a_e, P s⟩ / (c_h·w*), divided by ‖a_e‖² when ``column_norm``; a_e = R_{M,2} e_1
+    (or the path word ending in R_{M,2}, applied to e_1)."""
+    ps, factor = _kept(s, keep)
+    a_e = np.asarray(a_e, dtype=np.float64)
+    n = factor * float(a_e @ ps) / (c_h * weight)
+    if column_norm and float(a_e @ a_e) > 0:
+        n = n / float(a_e @ a_e)
+    return n
+
+
+def decode_ratio(s, A, a_e, length=None, keep=None, column_norm=True):
+    """Self-normalised form (⟨A e_j, s⟩/‖A e_j‖²) / (⟨a_e, s⟩/‖a_e‖²) (norms only when
+    ``column_norm``): weight-free Theorem 1 and the mean attribute of Theorem 3. The erasure
+    factor d/d' cancels."""
+    num = decode_word(s, A, 1.0, 1.0, length, keep, column_norm)
+    den = decode_count(s, a_e, 1.0, 1.0, keep, column_norm)
+    return num / den
+
+
 # ----------------------------------------------------------------------------- D(b, q, d) (§4.3)
 def _pm(u):
     return np.where((np.asarray(u, dtype=np.uint64) & np.uint64(1)) == 1, 1, -1)

@@ -321,7 +321,7 @@ def test_headline_inconclusive_cases():
     # consistent where it could be decided, with the undecided named and reasoned
     v, text = C.headline([fam("c", "haar", 2, good()), fam("c", "block-sparse", 2, unsure())])
     assert v == C.CONSISTENT
-    assert text.startswith("consistent (haar, depth 2); inconclusive for block-sparse, depth 2 (u: ")
+    assert text.startswith("consistent for haar at depth 2; inconclusive for block-sparse at depth 2 (u: ")
 
 
 def test_group_headlines_and_experiment_verdict():

@@ -241,17 +241,33 @@ def test_counting_forms_exact_with_orthogonal_channels(h):
     np.testing.assert_allclose(D.attributes(sketch(g1, bank), bank, "P", 2, length=4), xs[0], atol=1e-10)
 
 
+C_H = {2: 1 / 32, 3: 1 / 512, 4: 1 / 8192}
+"""c_h = 2^{−(4h−3)} written out from the paper (THEORY.md §2.1), never taken from sketchsim.theory."""
+C_OBJ = {2: 1 / 2, 3: 1 / 32, 4: 1 / 512}
+"""2^{−(4h−7)}, the coefficient of s_object under its word A_obj (THEORY.md §2.2), written out."""
+
+
+def literal_word(path, module=None, channel=1):
+    """THEORY.md §2.2 written out: R_{i_1} R_2 R_{i_2} R_2 ⋯ R_2 R_{i_{h−1}} [R_1 R_{M,channel}]."""
+    names = []
+    for k, i in enumerate(path):
+        names += (["tuple/2"] if k else []) + [f"tuple/{i}"]
+    return names + ([] if module is None else ["tuple/1", f"module/{module}/{channel}"])
+
+
 @pytest.mark.parametrize("path", [[1], [2], [3, 1], [1, 2], [2, 3, 1]])
 def test_path_decoder_inverts_the_all_tuple_word(haar64, path):
-    # s = c_h w A x for the all-tuple word A: the decoder must apply R_{i_1}ᵀ first and return x.
+    # s = c_h w A x for the all-tuple word A, with c_h and A written from the paper (not from the
+    # decoder's helpers, so a wrong c_h or word makes this fail): the decoder must return x.
     rng = np.random.default_rng(30 + len(path))
     x = unit(rng, 6)
     h, w = len(path) + 1, 0.37
-    word = D.path_word(path, "P")
+    word = literal_word(path, "P")
+    assert D.path_word(path, "P") == word
     v = x
     for name in reversed(word):
         v = haar64.get(name).apply(v)
-    s = T.depth_constant(h) * w * v
+    s = C_H[h] * w * v
     np.testing.assert_allclose(D.attributes_on_path(s, haar64, path, "P", w, length=6), x, atol=1e-10)
     # self-normalised: add the counting word; R_{P,1} = I, R_{P,2} e_1 = e_d keep the channels apart
     d = haar64.d_sketch
@@ -259,21 +275,24 @@ def test_path_decoder_inverts_the_all_tuple_word(haar64, path):
     sx, se = x, np.eye(d)[0]
     for name in reversed(word):
         sx = bank.get(name).apply(sx)
-    for name in reversed(D.path_word(path, "P", channel=2)):
+    for name in reversed(literal_word(path, "P", channel=2)):
         se = bank.get(name).apply(se)
-    s = T.depth_constant(h) * w * (sx + se)
+    s = C_H[h] * w * (sx + se)
     np.testing.assert_allclose(D.attributes_on_path(s, bank, path, "P", length=6), x, atol=1e-10)
 
 
 @pytest.mark.parametrize("path", [[4], [1, 2], [3, 2, 1]])
 def test_object_sketch_inverts_its_word(haar64, path):
+    # s = 2^{−(4h−7)} w A_obj v with the constant and the word written from the paper (THEORY §2.2)
     rng = np.random.default_rng(40)
     v = rng.standard_normal(haar64.d_sketch)
     s = v
-    for name in reversed(D.path_word(path)):
+    word = literal_word(path)
+    assert D.path_word(path) == word
+    for name in reversed(word):
         s = haar64.get(name).apply(s)
     w = 0.3
-    s = s * w * T.object_sketch_constant(len(path) + 1)
+    s = s * w * C_OBJ[len(path) + 1]
     np.testing.assert_allclose(D.object_sketch(s, haar64, path, weight=w), v, atol=1e-10)
 
 
@@ -312,6 +331,130 @@ def test_object_sketch_is_consistent_with_the_path_decoder(path):
     shat = D.object_sketch(s, bank, path, weight=w)
     via = 16 * bank.get(module_name("P", 1)).apply_t(bank.get(tuple_name(1)).apply_t(shat))
     np.testing.assert_allclose(via, D.attributes_on_path(s, bank, path, "P", w), rtol=1e-10, atol=1e-12)
+
+
+# =============================================================================== column-norm correction
+def _quiet_sketch(fn, *args, **kw):
+    import warnings
+
+    from sketchsim import TheoremPreconditionWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TheoremPreconditionWarning)
+        return fn(*args, **kw)
+
+
+@pytest.mark.parametrize("family,d,kw", [("block-sparse", 384, {"block_size": 48, "block_prob": 0.5}),
+                                         ("gaussian", 64, {})])
+def test_column_norm_decoders_match_the_literal_twin(family, d, kw):
+    # THEORY.md §2.4 (our reading): every decoder divides coordinate j by ‖A e_j‖²; the literal
+    # NumPy twin works on dense matrices and the constants are written out (C_H).
+    from sketchsim import reference as ref
+
+    rng = np.random.default_rng(130)
+    g, x, w = path_graph([2, 1], [0.6, 0.5], rng)          # target t of module P at depth 3, path (2, 1)
+    bank = MatrixBank(d, family, seed=4, **kw)
+    s = _quiet_sketch(sketch, g, bank)
+    M = {n: bank.dense(n) for n in ("module/P/1", "module/P/2", "tuple/1", "tuple/2")}
+    word = ref.word_matrix([M[n] for n in literal_word([2, 1], "P")])
+    word_e = ref.word_matrix([M[n] for n in literal_word([2, 1], "P", channel=2)])
+    r1, r2e1 = M["module/P/1"], M["module/P/2"][:, 0]
+    for keep in (None, d // 2):
+        e = s if keep is None else D.erase(s, keep, bank=bank)
+        cases = [
+            (D.attributes(e, bank, "P", 3, w, length=4), ref.decode_word(s, r1, C_H[3], w, 4, keep)),
+            (D.attribute_sum(e, bank, "P", 3, w, length=4), ref.decode_word(s, r1, C_H[3], w, 4, keep)),
+            (D.attributes(e, bank, "P", 3, length=4), ref.decode_ratio(s, r1, r2e1, 4, keep)),
+            (D.mean_attributes(e, bank, "P", length=4), ref.decode_ratio(s, r1, r2e1, 4, keep)),
+            (D.count(e, bank, "P", 3, w), ref.decode_count(s, r2e1, C_H[3], w, keep)),
+            (D.attributes_on_path(e, bank, [2, 1], "P", w, length=4), ref.decode_word(s, word, C_H[3], w, 4, keep)),
+            (D.attributes_on_path(e, bank, [2, 1], "P", length=4), ref.decode_ratio(s, word, word_e[:, 0], 4, keep)),
+            (D.attributes(e, bank, "P", 3, w, length=4, column_norm=False),
+             ref.decode_word(s, r1, C_H[3], w, 4, keep, column_norm=False)),
+            (D.count(e, bank, "P", 3, w, column_norm=False),
+             ref.decode_count(s, r2e1, C_H[3], w, keep, column_norm=False)),
+            (D.attributes_on_path(e, bank, [2, 1], "P", length=4, column_norm=False),
+             ref.decode_ratio(s, word, word_e[:, 0], 4, keep, column_norm=False)),
+        ]
+        for k, (got, want) in enumerate(cases):
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=f"case {k}, keep {keep}")
+    # the correction is on by default here, and really changes the estimate
+    assert not np.allclose(D.count(s, bank, "P", 3, w), D.count(s, bank, "P", 3, w, column_norm=False))
+    # a batch decodes row by row (per-row weights)
+    S = np.stack([s, 0.5 * s])
+    np.testing.assert_allclose(D.attributes_on_path(S, bank, [2, 1], "P", np.array([w, w / 2]), length=4),
+                               np.stack([ref.decode_word(s, word, C_H[3], w, 4)] * 2), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", ["haar", "hadamard"])
+def test_column_norm_correction_leaves_orthonormal_families_bit_identical(family):
+    rng = np.random.default_rng(131)
+    g, x, w = path_graph([2, 1], [0.6, 0.5], rng)
+    bank = MatrixBank(64, family, seed=4)
+    s = sketch(g, bank)
+    for fn in (lambda cn: D.attributes(s, bank, "P", 3, w, column_norm=cn),
+               lambda cn: D.attributes(s, bank, "P", 3, column_norm=cn),
+               lambda cn: D.attributes_on_path(s, bank, [2, 1], "P", w, length=4, column_norm=cn),
+               lambda cn: D.attributes_on_path(s, bank, [2, 1], "P", column_norm=cn),
+               lambda cn: D.count(s, bank, "P", 3, w, column_norm=cn),
+               lambda cn: D.mean_attributes(s, bank, "P", column_norm=cn)):
+        np.testing.assert_array_equal(fn(None), fn(False))
+        np.testing.assert_allclose(fn(True), fn(False), rtol=1e-12, atol=1e-13)   # norms are 1
+    with pytest.raises(ValueError, match=r"column_norm must be None, True or False; got 'yes'"):
+        D.count(s, bank, "P", 3, w, column_norm="yes")
+
+
+def test_column_norm_correction_removes_the_block_sparse_bias():
+    # D(b, q, d): ‖R e_j‖² = 1 ± √(b(1−q)/(qd)) (THEORY.md §2.4, §3), a per-bank multiplicative error
+    # of the paper's estimator. Over many inputs with one bank, the slope of the uncorrected estimate
+    # ⟨R e_j, s⟩/(c_h w) (written out here, c_2 = 1/32) on the truth is ‖R e_j‖²; the corrected
+    # decoders' slope is 1 up to the cross-word noise. Count n̂ (Theorem 3(i)) and summed attributes
+    # (Theorem 3(ii)), depth 2, n ∈ 1..4 objects of P at w* = 0.2 each, 6 banks.
+    d, b, q, w, L, B = 1536, 48, 0.15, 0.2, 4, 16
+
+    def slope(est, truth):
+        est, truth = np.ravel(est), np.ravel(truth)
+        return float(truth @ est / (truth @ truth))
+
+    cnt = {"unc": [], "cor": [], "norm": []}
+    att = {"unc": [], "cor": [], "norm": []}
+    for seed in range(6):
+        bank = MatrixBank(d, "block-sparse", seed=seed, block_size=b, block_prob=q)
+        r2e1 = bank.dense("module/P/2")[:, 0]
+        r1 = bank.dense("module/P/1")[:, :L]
+        rng = np.random.default_rng(seed)
+        n_true, n_unc, n_cor, x_true, x_unc, x_cor = [], [], [], [], [], []
+        for n in (1, 2, 3, 4):
+            g = Graph([obj(f"t{k}", "P", np.ones(L) / 2) for k in range(n)],
+                      [{"id": f"t{k}", "weight": w} for k in range(n)])
+            X = {f"t{k}": np.stack([unit(rng, L) for _ in range(B)]) for k in range(n)}
+            S = _quiet_sketch(sketch_batch, g, bank, attributes=X)
+            n_true.append(np.full(B, n))
+            n_unc.append(S @ r2e1 / (C_H[2] * w))
+            n_cor.append(D.count(S, bank, "P", 2, w))
+            x_true.append(sum(X.values()))
+            x_unc.append(S @ r1 / (C_H[2] * w))
+            x_cor.append(D.attribute_sum(S, bank, "P", 2, w, length=L))
+        n_true, n_unc, n_cor = map(np.concatenate, (n_true, n_unc, n_cor))
+        x_true, x_unc, x_cor = map(np.concatenate, (x_true, x_unc, x_cor))
+        cnt["unc"].append(slope(n_unc, n_true))
+        cnt["cor"].append(slope(n_cor, n_true))
+        cnt["norm"].append(float(r2e1 @ r2e1))
+        att["unc"] += [slope(x_unc[:, j], x_true[:, j]) for j in range(L)]
+        att["cor"] += [slope(x_cor[:, j], x_true[:, j]) for j in range(L)]
+        att["norm"] += list(np.sum(r1 ** 2, axis=0))
+
+    def rms(a, b=1.0):
+        return float(np.sqrt(np.mean((np.asarray(a) - b) ** 2)))
+
+    # the column norms really spread as predicted (relative s.d. √(b(1−q)/(qd)) ≈ 0.42)
+    spread = math.sqrt(b * (1 - q) / (q * d))
+    assert 0.5 * spread < rms(cnt["norm"] + att["norm"]) < 1.5 * spread
+    # the uncorrected slope is the column norm (the bias the correction removes) ...
+    assert rms(cnt["unc"], cnt["norm"]) < 0.5 * rms(cnt["unc"])
+    # ... and the corrected decoders' slopes are closer to 1
+    assert rms(cnt["cor"]) < 0.5 * rms(cnt["unc"])
+    assert rms(att["cor"]) < 0.75 * rms(att["unc"])
 
 
 # =============================================================================== statistical

@@ -1,5 +1,10 @@
-"""Experiment modules thm1_attributes, erasure and unrolling (issue 3): contract, determinism,
-analysis keys, figures, and that the Theorem 1 analysis catches a decoder with a wrong constant."""
+"""Studies thm1_attributes, erasure and unrolling: contract, determinism, claims per family and
+depth, figures, and that their claims turn "not consistent" when a decoder constant is wrong.
+
+Expected constants are written from the paper's formulas (c_h = 2^{−(4h−3)}, the object-sketch
+constant 2^{−(4h−7)}, the erasure rescale d/d'), never computed with the library's helpers.
+"""
+import ast
 import math
 import os
 
@@ -7,7 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import sketchsim as ss
 import sketchsim.decode as decode_mod
+import sketchsim.theory as theory_mod
+from sketchsim.harness import claims as C
+from sketchsim.harness import studykit as SK
 from sketchsim.harness.sweep import expand_grid, load_experiment, plan_runs, run_seed
 
 thm1 = load_experiment("thm1_attributes")      # also makes the top-level experiments/ importable
@@ -15,10 +24,22 @@ erasure = load_experiment("erasure")
 unrolling = load_experiment("unrolling")
 
 MODULES = [thm1, erasure, unrolling]
+CLAIM_NAMES = {"thm1_attributes": {"thm1.i", "thm1.ii"},
+               "erasure": {"erasure", "erasure.path", "erasure.count", "erasure.similarity",
+                           "erasure.object"},
+               "unrolling": {"unrolling"}}
 
 
 def _rows(mod, grid, reps=2, seed=0):
-    """Tidy rows (p_/m_ columns, rep, seed) from run_one over a small grid, like the sweep does."""
+    """Tidy rows (p_/m_ columns, rep, seed) from run_one over a small grid, like the sweep does
+    (BLAS pinned to one thread, as in the sweep: dense QR thrashes on a loaded machine otherwise)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _rows_unpinned(mod, grid, reps, seed)
+
+
+def _rows_unpinned(mod, grid, reps, seed):
     rows = []
     for params in expand_grid(grid):
         bad, _ = mod.skip(params)
@@ -38,15 +59,15 @@ TINY = {
     "thm1_attributes": [
         {"family": ["hadamard"], "d_sketch": [2 ** 8, 2 ** 10, 2 ** 12], "weight": [0.2, 0.8],
          "depth": [2, 3]},
-        {"family": ["haar", "gaussian"], "d_sketch": [64, 128], "weight": [0.4], "depth": [2]},
-        {"family": ["block-sparse"], "d_sketch": [768], "block_size": [48], "block_prob": [0.25],
-         "weight": [0.4], "depth": [2]},
+        {"family": ["haar", "gaussian"], "d_sketch": [64, 128], "weight": [0.8], "depth": [2]},
+        {"family": ["block-sparse"], "d_sketch": [768], "block_size": [48], "block_prob": [0.5],
+         "weight": [0.8], "depth": [2]},
     ],
     "erasure": [
-        {"family": ["hadamard"], "d_sketch": [2 ** 10], "keep_frac": [0.5, 0.25, 0.125],
-         "weight": [0.4], "depth": [2]},
-        {"family": ["block-sparse"], "d_sketch": [768], "block_size": [48], "block_prob": [0.25],
-         "keep_frac": [0.5, 0.25], "weight": [0.4], "depth": [2]},
+        {"family": ["hadamard"], "d_sketch": [2 ** 10], "keep": [0.5, 0.25, 0.125],
+         "weight": [0.8], "depth": [2]},
+        {"family": ["block-sparse"], "d_sketch": [768], "block_size": [48], "block_prob": [0.5],
+         "keep": [0.5, 0.25], "weight": [0.8], "depth": [2]},
     ],
     "unrolling": [
         {"family": ["hadamard"], "d_sketch": [2 ** 8, 2 ** 10, 2 ** 12], "depth": [2, 3]},
@@ -64,23 +85,41 @@ def tiny_frames():
 @pytest.mark.parametrize("mod", MODULES, ids=lambda m: m.NAME)
 def test_contract(mod):
     assert load_experiment(mod.NAME) is mod
-    for attr in ("NAME", "TITLE", "STATEMENT"):
+    for attr in ("NAME", "TITLE", "STATEMENT", "METHOD"):
         assert isinstance(getattr(mod, attr), str) and getattr(mod, attr)
+    assert isinstance(mod.ORDER, int)
     assert {"quick", "full"} <= set(mod.PROFILES)
-    for fn in ("run_one", "analyze", "figures", "skip", "theory", "warm_up"):
+    for fn in ("run_one", "claims", "details", "figures", "skip", "theory", "warm_up"):
         assert callable(getattr(mod, fn)), fn
+    assert not hasattr(mod, "analyze"), "the old analyze() contract is gone"
+    assert isinstance(mod.FIGURES, tuple) and mod.FIGURES
     quick = [r for r in plan_runs(mod, "quick") if not mod.skip(r.params)[0]]
     assert len(quick) == len(plan_runs(mod, "quick")), "the quick profile must not plan skipped runs"
     full = [r for r in plan_runs(mod, "full") if not mod.skip(r.params)[0]]
     assert len(full) > len(quick)
-    # enough rows for a fit: every quick grid has ≥ 3 reps, and some family spans ≥ 3 values of d
-    for grid in mod.PROFILES["quick"]:
-        assert grid["reps"] >= 3
-    ds = pd.Series([r.params["d_sketch"] for r in quick if r.params["family"] == "hadamard"])
-    assert ds.nunique() >= 3
+    # the quick profile runs the paper's three families and the substitute
+    assert {r.params["family"] for r in quick} == {"haar", "gaussian", "block-sparse", "hadamard"}
     for r in quick[:3]:
         th = mod.theory(r.params)
         assert all(isinstance(v, float) and math.isfinite(v) for v in th.values())
+
+
+def test_quick_profile_depths():
+    for mod in (thm1, unrolling):
+        fam_depths = {(r.params["family"], r.params["depth"]) for r in plan_runs(mod, "quick")}
+        assert {(f, h) for f in ("haar", "gaussian", "block-sparse", "hadamard") for h in (2, 3)} <= fam_depths
+    fam_depths = {(r.params["family"], r.params["depth"]) for r in plan_runs(erasure, "quick")}
+    assert {(f, 2) for f in ("haar", "gaussian", "block-sparse", "hadamard")} <= fam_depths
+
+
+@pytest.mark.parametrize("mod", MODULES, ids=lambda m: m.NAME)
+def test_no_study_imports_another(mod):
+    tree = ast.parse(open(mod.__file__, encoding="utf-8").read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert not (node.module or "").startswith("experiments"), node.module
+        elif isinstance(node, ast.Import):
+            assert not any(a.name.startswith("experiments") for a in node.names)
 
 
 @pytest.mark.parametrize("mod", MODULES, ids=lambda m: m.NAME)
@@ -99,37 +138,36 @@ def test_run_one_floats_and_deterministic(mod):
 def test_skip_rules():
     assert thm1.skip({"family": "haar", "d_sketch": 4096, "weight": 0.4, "depth": 2})[0]
     assert thm1.skip({"family": "hadamard", "d_sketch": 1000, "weight": 0.4, "depth": 2})[0]
+    assert thm1.skip({"family": "hadamard", "d_sketch": 16, "weight": 0.4, "depth": 2})[0]   # L > d
     assert thm1.skip({"family": "block-sparse", "d_sketch": 12288, "block_size": 48, "block_prob": 0.25,
                       "weight": 0.4, "depth": 2})[0]               # b below the minimum for d
     assert thm1.skip({"family": "block-sparse", "d_sketch": 1536, "block_size": 48, "block_prob": 0.1,
                       "weight": 0.4, "depth": 2})[0]               # q·d/b < 4
     assert not thm1.skip({"family": "block-sparse", "d_sketch": 1536, "block_size": 48,
                           "block_prob": 0.25, "weight": 0.4, "depth": 2})[0]
-    assert erasure.skip({"family": "hadamard", "d_sketch": 1024, "keep_frac": 1.0, "weight": 0.4,
+    assert erasure.skip({"family": "hadamard", "d_sketch": 1024, "keep": 1.0, "weight": 0.4,
                          "depth": 2})[0]
     assert erasure.skip({"family": "block-sparse", "d_sketch": 768, "block_size": 48, "block_prob": 0.25,
-                         "keep_frac": 0.03125, "weight": 0.4, "depth": 2})[0]   # 24 is not a block boundary
+                         "keep": 0.03125, "weight": 0.4, "depth": 2})[0]   # 24 is not a block boundary
 
 
 def test_graphs_control_the_weight_exactly():
     rng = np.random.default_rng(0)
     for h in (2, 3):
         for w in (0.1, 0.37, 1.0):
-            for dec in ("i", "ii"):
-                g, path = thm1.build_graph(h, w, dec, rng)
+            for sib in ("F", "T", "U"):
+                g, path = SK.build_graph(h, w, rng, sibling_module=sib)
                 assert g.depth("t") == h and len(path) == h - 1
                 assert g.weight("t") == pytest.approx(w, rel=1e-12)
                 same = g.objects_of("T")
-                assert (len(same) == 1) == (dec == "i" or w == 1.0)
+                assert (len(same) == 1) == (sib != "T" or w == 1.0)
 
 
 def test_estimators_are_exact_without_erasure():
     """keep = d: the prefix and the random-subset estimators equal the full decoder."""
-    import sketchsim as ss
-
     rng = np.random.default_rng(1)
     bank = ss.MatrixBank(128, "haar", 5)
-    g, _ = thm1.build_graph(2, 0.5, "i", rng)
+    g, _ = SK.build_graph(2, 0.5, rng, L=8)
     s = ss.sketch(g, bank)
     full = decode_mod.attributes(s, bank, "T", 2, weight=0.5, length=8)
     rnd = erasure.random_subset_attributes(s, bank, "T", 2, 0.5, 128, rng, length=8)
@@ -143,73 +181,176 @@ def test_unrolling_readout_matches_path_decoder(tiny_frames):
     assert df["m_attr_path_mismatch"].max() < 1e-9
 
 
-# ------------------------------------------------------------------------------ analyze/figures
-EXPECTED_KEYS = {
-    "thm1_attributes": {f"thm1.{dec}.depth{h}.{k}" for dec in ("i", "ii") for h in (2, 3)
-                        for k in ("alpha_d", "beta_w", "C", "violation_rate", "median_norm_err")}
-    | {f"thm1.family.{f}.median_norm_err" for f in ("hadamard", "haar", "gaussian", "block-sparse")},
-    "erasure": {f"erasure.{m}.{k}" for m in ("prefix", "random")
-                for k in ("exponent", "C", "violation_rate", "median_norm_err")}
-    | {"erasure.prefix_over_random"},
-    "unrolling": {f"unrolling.depth{h}.{m}.{k}" for h in (2, 3) for m in ("probe", "attr")
-                  for k in ("alpha_d", "C", "violation_rate")}
-    | {f"unrolling.depth{h}.median_{m}_norm_err" for h in (2, 3) for m in ("probe", "attr")}
-    | {"unrolling.max_path_mismatch"},
-}
+def test_coincidence_factor_predicts_the_object_sketch_bias():
+    """κ = E⟨ŝ, s_object⟩/‖s_object‖² from the word expansion matches the measured ratio: ≈ 1 when
+    the index is 2, ≈ 1.29 when index 1 coincides with the slot matrix R_1 (depth 2)."""
+    by_path = {}
+    for r in range(12):
+        rng = np.random.default_rng(r)
+        bank = ss.MatrixBank(2 ** 12, "hadamard", 100 + r)
+        g = unrolling.build_tree(rng)
+        path = g.paths("a")[0]
+        w = g.weight("a")
+        objs, s = ss.sketch_objects(g, bank, return_overall=True)
+        sh = decode_mod.object_sketch(s, bank, path, weight=w)
+        k = SK.coincidence_factor(g, "a", path, w)
+        emp = float(sh @ objs["a"]) / float(objs["a"] @ objs["a"])
+        by_path.setdefault(path[0], []).append((k, emp))
+    assert set(by_path) == {1, 2}
+    k1 = np.mean([k for k, _ in by_path[1]])
+    k2 = np.mean([k for k, _ in by_path[2]])
+    assert 1.2 < k1 < 1.4 and abs(k2 - 1) < 0.05
+    for vals in by_path.values():
+        k, emp = np.mean(vals, axis=0)
+        assert abs(emp - k) < 0.05, (emp, k)
 
 
+def test_pooled_slope_test_equals_slope_test_on_pooled_pairs():
+    rng = np.random.default_rng(3)
+    xs = [np.abs(rng.standard_normal(5)) for _ in range(6)]
+    sig = rng.uniform(0.1, 1.0, 6)
+    ys = [0.9 * x + s * rng.standard_normal(5) for x, s in zip(xs, sig)]
+    a = C.pooled_slope_test("k", "l", [x @ y for x, y in zip(xs, ys)], [x @ x for x in xs],
+                            [y @ y for y in ys], [5] * 6, weights=1 / sig ** 2)
+    b = C.slope_test("k", "l", np.concatenate([y / s for y, s in zip(ys, sig)]),
+                     np.concatenate([x / s for x, s in zip(xs, sig)]))
+    assert a.estimate == pytest.approx(b.estimate, rel=1e-12)
+    assert a.interval == pytest.approx(b.interval, rel=1e-9)
+
+
+def test_rms_ratio_test_covers_the_true_scale():
+    z = 2.0 * np.random.default_rng(4).standard_normal(400)
+    t = C.rms_ratio_test("k", "l", z, predicted=2.0)
+    assert t.interval[0] < 2.0 < t.interval[1] and t.verdict()[0] == C.CONSISTENT
+    assert C.rms_ratio_test("k", "l", z, predicted=1.0).verdict()[0] == C.NOT_CONSISTENT
+
+
+# ------------------------------------------------------------------------------ claims/figures
 @pytest.mark.parametrize("mod", MODULES, ids=lambda m: m.NAME)
-def test_analyze_and_figures(mod, tiny_frames, tmp_path):
+def test_claims_details_and_figures(mod, tiny_frames, tmp_path):
     df = tiny_frames[mod.NAME]
-    res = mod.analyze(df)
-    assert set(res) >= {"markdown", "baselines"}
-    assert isinstance(res["markdown"], str) and "erdict" in res["markdown"]
-    base = res["baselines"]
-    assert set(base) == EXPECTED_KEYS[mod.NAME]
-    assert all(isinstance(v, float) and math.isfinite(v) for v in base.values())
+    got = mod.claims(df)
+    assert got and all(isinstance(c, C.Claim) for c in got)
+    assert {c.claim for c in got} == CLAIM_NAMES[mod.NAME]
+    # one claim per (name, family, depth) present in the table
+    keys = [(c.claim, c.family, c.depth) for c in got]
+    assert len(keys) == len(set(keys))
+    present = {(f, int(h)) for f, h in zip(df["p_family"], df["p_depth"])}
+    for name in CLAIM_NAMES[mod.NAME]:
+        assert {(f, h) for n, f, h in keys if n == name} == present
+    for c in got:
+        assert c.verdict()[0] in C.VERDICTS
+        keys_t = [t.key for t in c.tests]
+        assert len(keys_t) == len(set(keys_t))
+        assert any(t.key.startswith("slope") for t in c.tests), (c.claim, keys_t)     # a bias test
+        assert any(t.key.startswith("noise") for t in c.tests), (c.claim, keys_t)     # a noise test
+        json = c.to_json(mod.NAME)
+        assert json["claim"] == c.claim
+    assert isinstance(mod.details(df), str) and mod.details(df)
     paths = mod.figures(df, str(tmp_path))
     assert paths and len(paths) == len(mod.FIGURES)
     for p in paths:
-        assert os.path.dirname(p) == str(tmp_path) and p.endswith(".png")
+        assert os.path.dirname(p) == str(tmp_path) and os.path.basename(p) in mod.FIGURES
         with open(p, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
-        assert f"](../paper_figs/{os.path.basename(p)})" in res["markdown"]
-    # empty or unrelated tables do not crash
+    # empty tables do not crash
     empty = df.iloc[0:0]
-    assert isinstance(mod.analyze(empty)["markdown"], str)
+    assert mod.claims(empty) == []
+    assert mod.details(empty) == ""
     assert mod.figures(empty, str(tmp_path / "empty")) == []
 
 
+def test_block_sparse_note_names_b_and_q(tiny_frames):
+    got = [c for c in thm1.claims(tiny_frames["thm1_attributes"]) if c.family == "block-sparse"]
+    assert got and all("b∈{48}" in c.note and "q∈{0.5}" in c.note for c in got)
+
+
+def test_exponents_only_with_enough_levels(tiny_frames):
+    got = {(c.claim, c.family, c.depth): c for c in thm1.claims(tiny_frames["thm1_attributes"])}
+    had = got[("thm1.i", "hadamard", 2)]
+    assert {"alpha_d", "beta_w"} <= {t.key for t in had.tests}           # 3 d values, 2 weights
+    haar = got[("thm1.i", "haar", 2)]
+    assert not {"alpha_d", "beta_w"} & {t.key for t in haar.tests}       # 2 d values, 1 weight
+    assert "α, exponent of d" in haar.note and "β, exponent of w" in haar.note
+
+
 # ------------------------------------------------------------------------ regression detection
-def _thm1_fit_frame(reps=3):
-    grid = {"family": ["hadamard"], "d_sketch": [2 ** 10, 2 ** 12, 2 ** 14], "weight": [0.2, 0.8],
-            "depth": [2]}
+C2_PAPER = 2.0 ** -(4 * 2 - 3)      # c_2 = 1/32 (paper: c_h = 2^{-(4h-3)})
+C3_PAPER = 2.0 ** -(4 * 3 - 3)      # c_3 = 1/512
+
+
+def test_paper_constants():
+    assert theory_mod.depth_constant(2) == C2_PAPER == 1 / 32
+    assert theory_mod.depth_constant(3) == C3_PAPER == 1 / 512
+    assert theory_mod.object_sketch_constant(2) == 2.0 ** -(4 * 2 - 7) == 0.5
+    assert theory_mod.erasure_rescale(1024, 256) == 1024 / 256
+
+
+def _thm1_frame(depth=2, reps=3):
+    grid = {"family": ["hadamard"], "d_sketch": [2 ** 12, 2 ** 14, 2 ** 16], "weight": [0.8],
+            "depth": [depth]}
     return _rows(thm1, grid, reps=reps, seed=7)
 
 
-def test_thm1_analysis_detects_wrong_depth_constant(monkeypatch):
-    good = _thm1_fit_frame()
-    g = thm1.analyze(good)["baselines"]
-    fit_good = thm1._fits(good)[("i", 2)][0]
-    # predictions hold for the correct decoder
-    assert fit_good.interval("d")[0] - 0.1 < -0.5 < fit_good.interval("d")[1] + 0.1
-    assert 0.5 < g["thm1.i.depth2.median_norm_err"] / thm1.lmax_median(thm1.ATTR_DIM) < 2.0
+def _claim(claims, name, fam, h):
+    return next(c for c in claims if (c.claim, c.family, c.depth) == (name, fam, h))
 
-    orig = decode_mod.depth_constant
-    monkeypatch.setattr(decode_mod, "depth_constant", lambda h: 2.0 * orig(h))   # a decoder bug
-    bad = _thm1_fit_frame()
+
+def test_thm1_claims_flip_when_the_decoders_double_c_h(monkeypatch):
+    good = thm1.claims(_thm1_frame())
+    for name in ("thm1.i", "thm1.ii"):
+        c = _claim(good, name, "hadamard", 2)
+        assert c.verdict()[0] == C.CONSISTENT, c.evidence()
+    # a decoder bug: c_h doubled in the decoders only (the predictions keep the paper's c_h)
+    monkeypatch.setattr(decode_mod, "depth_constant", lambda h: 2.0 * 2.0 ** -(4 * h - 3))
+    bad = thm1.claims(_thm1_frame())
     monkeypatch.undo()
-    b = thm1.analyze(bad)["baselines"]
-    fit_bad = thm1._fits(bad)[("i", 2)][0]
-    lo, hi = fit_good.constant_ci
-    # the fitted constant leaves the good fit's interval by a wide margin ...
-    assert not lo / 2 <= fit_bad.constant <= hi * 2, (fit_bad.constant, (lo, hi))
-    # ... the d exponent is no longer −½ ...
-    assert fit_bad.exponent("d") > fit_good.interval("d")[1] + 0.1
-    # ... and the median normalised error leaves the 95% order-statistic interval of the good median
-    ne = np.sort(good["m_norm_err_i"].to_numpy())
-    n = len(ne)
-    half = 1.96 * math.sqrt(n) / 2
-    lo_med, hi_med = ne[max(0, int(n / 2 - half))], ne[min(n - 1, int(math.ceil(n / 2 + half)))]
-    assert lo_med <= g["thm1.i.depth2.median_norm_err"] <= hi_med
-    assert b["thm1.i.depth2.median_norm_err"] > 1.3 * hi_med, (b["thm1.i.depth2.median_norm_err"], hi_med)
+    for name in ("thm1.i", "thm1.ii"):
+        c = _claim(bad, name, "hadamard", 2)
+        assert c.verdict()[0] == C.NOT_CONSISTENT, c.evidence()
+        slope = next(t for t in c.tests if t.key == "slope")
+        assert slope.estimate == pytest.approx(0.5, abs=0.05)              # x̂ halved
+        assert slope.verdict()[0] == C.NOT_CONSISTENT
+
+
+def test_thm1_noise_test_catches_c_h_where_noise_dominates(monkeypatch):
+    """Depth 3, gaussian, d ≤ 256: σ per coordinate ≳ 3, so the slope has no power, but the
+    normalised error against the paper's c_3 halves when the decoders use 2·c_3."""
+    grid = {"family": ["gaussian"], "d_sketch": [64, 128, 256], "weight": [0.8], "depth": [3]}
+    good = thm1.claims(_rows(thm1, grid, reps=6, seed=3))
+    monkeypatch.setattr(decode_mod, "depth_constant", lambda h: 2.0 * 2.0 ** -(4 * h - 3))
+    bad = thm1.claims(_rows(thm1, grid, reps=6, seed=3))
+    monkeypatch.undo()
+    c_good, c_bad = _claim(good, "thm1.i", "gaussian", 3), _claim(bad, "thm1.i", "gaussian", 3)
+    n_good = next(t for t in c_good.tests if t.key == "noise")
+    n_bad = next(t for t in c_bad.tests if t.key == "noise")
+    assert n_good.verdict()[0] == C.CONSISTENT, n_good.describe()
+    assert n_bad.verdict()[0] == C.NOT_CONSISTENT and n_bad.estimate < 0.65, n_bad.describe()
+    assert c_bad.verdict()[0] == C.NOT_CONSISTENT
+
+
+def test_erasure_claim_flips_with_a_wrong_rescale(monkeypatch):
+    grid = {"family": ["hadamard"], "d_sketch": [2 ** 12, 2 ** 14], "keep": [0.5, 0.25, 0.125, 0.0625],
+            "weight": [0.8], "depth": [2]}
+    good = erasure.claims(_rows(erasure, grid, reps=2, seed=5))
+    assert _claim(good, "erasure", "hadamard", 2).verdict()[0] == C.CONSISTENT
+    # the paper's rescale is d/d'; √(d/d') is wrong by √(d/d')
+    monkeypatch.setattr(theory_mod, "erasure_rescale", lambda d, k: math.sqrt(d / k))
+    bad = erasure.claims(_rows(erasure, grid, reps=2, seed=5))
+    monkeypatch.undo()
+    c = _claim(bad, "erasure", "hadamard", 2)
+    assert c.verdict()[0] == C.NOT_CONSISTENT, c.evidence()
+    assert {"slope_random", "noise_prefix"} <= set(c.verdict()[1])
+
+
+def test_unrolling_claim_flips_with_a_wrong_object_sketch_constant(monkeypatch):
+    grid = {"family": ["hadamard"], "d_sketch": [2 ** 8, 2 ** 10, 2 ** 12, 2 ** 14], "depth": [2]}
+    good = _claim(unrolling.claims(_rows(unrolling, grid, reps=3, seed=2)), "unrolling", "hadamard", 2)
+    assert good.verdict()[0] != C.NOT_CONSISTENT, good.evidence()
+    assert all(t.verdict()[0] == C.CONSISTENT for t in good.tests if t.key.startswith("slope"))
+    monkeypatch.setattr(decode_mod, "object_sketch_constant", lambda h: 2.0 * 2.0 ** -(4 * h - 7))
+    bad = unrolling.claims(_rows(unrolling, grid, reps=3, seed=2))
+    monkeypatch.undo()
+    c = _claim(bad, "unrolling", "hadamard", 2)
+    assert c.verdict()[0] == C.NOT_CONSISTENT, c.evidence()
+    assert {"slope_attr", "slope_probe"} <= set(c.verdict()[1])

@@ -1,5 +1,6 @@
 """Theorem 5 (paper §4.1, THEORY.md §7): learning a teacher network from (input, output, sketch)
-triples — sketchsim.learn and the experiment contract of experiments/thm5_teacher.py.
+triples — sketchsim.learn, and experiments/thm5_teacher.py (the study contract and the evaluation
+against the hidden bank, which is experiment code, not library code).
 
 Regime of the main fixture (derived in sketchsim/learn.py's docstring): a depth-2 teacher with one
 top object t0 (weight 1, attributes of length 2) computed from two input leaves (depth 3, weight
@@ -17,7 +18,11 @@ import pytest
 
 import sketchsim as ss
 from sketchsim import learn as LN
+from sketchsim.harness.claims import CONSISTENT, INCONCLUSIVE, NOT_CONSISTENT, Claim
+from sketchsim.harness.sweep import load_experiment
 from sketchsim.theory import depth_constant
+
+T5 = load_experiment("thm5_teacher")      # the evaluation helpers (hidden truth, label names, evaluate)
 
 D, B = 51072, 57
 Q = 6 * B / D
@@ -31,14 +36,14 @@ def setup():
         warnings.simplefilter("ignore", ss.TheoremPreconditionWarning)
         bank = ss.MatrixBank(D, "block-sparse", 102, block_size=B, block_prob=Q)
         train = LN.teacher_samples(teacher, N_TRAIN, bank, random_state=2)
-    truth = LN.hidden_truth(bank, teacher)
+    truth = T5.hidden_truth(bank, teacher)
     learned = LN.learn_from_sketches(train.inputs, train.outputs, train.sketches, B, Q,
                                      input_dims=teacher.input_dims)
     return teacher, bank, truth, train, learned
 
 
 def _names(learned, truth):
-    return LN.label_names(learned.dictionary, truth)
+    return T5.label_names(learned.dictionary, truth)
 
 
 # ----------------------------------------------------------------------------- recovery and typing
@@ -53,7 +58,7 @@ def test_recovers_and_types_the_top_modules_matrices(setup):
     assert m1.columns == (0, 1) and m2.columns == (0,)
     assert m1.object == m2.object == learned.objects[0].name          # paired into one module
     # every recovered block is the true block of the hidden matrix, signs included
-    ok, n = LN._columns_exact(learned.dictionary, truth, names)
+    ok, n = T5._columns_exact(learned.dictionary, truth, names)
     assert n == 3 and ok == n
     # no tuple matrix and no R_{M,0} (dense coefficient vectors), nothing at depth 3 (leaf module)
     assert not any(nm.startswith("tuple/") or nm.endswith("/0") or "leaf" in nm for nm in names)
@@ -69,7 +74,7 @@ def test_learns_the_top_module_map_with_small_error(setup):
     obj = learned.objects[0]
     assert obj.identified and obj.learned
     assert obj.module.inputs == ("in0", "in1")                          # the two leaves, in order
-    ev = LN.evaluate(learned, teacher, truth, train=train, random_state=7)
+    ev = T5.evaluate(learned, teacher, truth, train=train, random_state=7)
     assert ev["inputs_ok_t0"] == 1.0 and ev["learned_t0"] == 1.0
     assert ev["attr_err_t0"] <= 0.08
     assert ev["module_err_t0"] <= 0.08
@@ -82,7 +87,7 @@ def test_learns_the_top_module_map_with_small_error(setup):
 
 def test_subgraph_identification_weight_and_depth(setup):
     teacher, _, truth, train, learned = setup
-    ev = LN.evaluate(learned, teacher, truth, train=train, random_state=7, w_subgraph=0.4)
+    ev = T5.evaluate(learned, teacher, truth, train=train, random_state=7, w_subgraph=0.4)
     # true subgraph {W ≥ 0.4} = t0 and both leaves; only the depth-2 object is visible
     assert ev["n_true_subgraph"] == 3
     assert ev["n_identified"] == 1 and ev["subgraph_precision"] == 1.0
@@ -143,7 +148,7 @@ def test_column0_only_attribute_is_typed_by_domination():
     Y = 0.5 * r2.apply(np.eye(1)) + 0.5 * r1.apply(x0[:, None])
     U = rng.uniform(0, 1, (40, 3))
     learned = LN.learn_from_sketches(U, None, Y, b, q)
-    names = LN.label_names(learned.dictionary, bank, ["module/A/1", "module/A/2"])
+    names = T5.label_names(learned.dictionary, bank, ["module/A/1", "module/A/2"])
     kinds = {names[m.label]: m.kind for m in learned.matrices}
     assert kinds == {"module/A/1": "R_{M,1}", "module/A/2": "R_{M,2}"}
     obj = learned.objects[0]
@@ -273,53 +278,110 @@ def test_samples_validation():
         t.forward(np.zeros((2, 3)))
 
 
+# ----------------------------------------------------------------------------- learner steps
+def test_a_sibling_is_not_a_candidate_input():
+    """Step 5's candidates are objects light enough to be children (ω ≤ 1.25·ω_parent/16, module
+    docstring). A sibling with 0.2 of the parent's ω and the *same* attributes explains the parent
+    with one input; before the fix (the code admitted ω ≤ ω_parent/4, contradicting the docstring's
+    1/16) the learner chose it as the parent's input. Now both objects get their true inputs."""
+    d, b, q = 16320, 51, 0.05
+    bank = ss.MatrixBank(d, "block-sparse", 4, block_size=b, block_prob=q)
+    P1, P2, Q1, Q2 = (bank.get(n) for n in ("module/P/1", "module/P/2", "module/Q/1", "module/Q/2"))
+    t = LN.make_teacher(depth=2, n_top=1, fan_in=2, attr_dim=2, kind="linear", random_state=1)
+    S = 60
+    U = t.sample_inputs(S, 0)
+    X = t.forward(U)["t0"]
+    wp, wq = 1 / 32, 0.2 / 32
+    Y = wp * (P2.apply(np.ones((S, 1))) + P1.apply(X)) + wq * (Q2.apply(np.ones((S, 1))) + Q1.apply(X))
+    learned = LN.learn_from_sketches(U, None, Y, b, q, input_dims=t.input_dims)
+    objs = sorted(learned.objects, key=lambda o: -o.omega)
+    assert len(objs) == 2 and all(o.identified for o in objs)
+    assert objs[1].omega / objs[0].omega == pytest.approx(0.2, rel=0.05)
+    assert [o.module.inputs for o in objs] == [("in0", "in1"), ("in0", "in1")]
+    assert LN.CHILD_OMEGA_RATIO * LN.OMEGA_TOL < 0.2 < 0.25
+
+
+def test_named_thresholds_of_the_learner():
+    """The internal thresholds are module constants (values pinned: the outputs are bit-identical to the
+    unrefactored learner on the fixtures above)."""
+    assert (LN.POSITIVE_FRAC_MIN, LN.MIN_SHARED, LN.MIN_SHARED_FRAC) == (0.95, 2, 0.25)
+    assert LN.PAIR_MAX_LOG_RATIO == pytest.approx(math.log(2.0)) and LN.PAIR_AMBIGUITY_GAP == 0.05
+    assert (LN.DOMINATION_SLACK, LN.DOMINATION_FRAC, LN.DOMINATED_RATIO_RANGE, LN.SPREAD_OVER_NOISE) == \
+        (1.05, 0.9, (0.3, 0.98), 4.0)
+    assert (LN.WEIGHT_MIN, LN.CHILD_OMEGA_RATIO, LN.OMEGA_TOL, LN.SLACK_MIN, LN.SLACK_DECODE_FRAC) == \
+        (1e-3, 1 / 16, 1.25, 2e-3, 0.5)
+    assert [LN._min_shared(S) for S in (3, 8, 9, 120)] == [2, 2, 2, 30]
+    for name in ("hidden_truth", "label_names", "evaluate", "HiddenTruth"):
+        assert not hasattr(LN, name)                      # evaluation lives in the experiment
+
+
 # ----------------------------------------------------------------------------- experiment contract
-@pytest.fixture(scope="module")
-def exp():
-    from sketchsim.harness.sweep import load_experiment
-
-    return load_experiment("thm5_teacher")
-
-
 TINY = {"depth": 2, "w": 0.9, "d_sketch": 4560, "instance": 0, "n_sketches": 20}
 
 
-def test_experiment_run_one_contract(exp):
-    for name in ("NAME", "TITLE", "STATEMENT", "PROFILES", "run_one", "analyze", "figures"):
+def test_experiment_run_one_contract():
+    exp = T5
+    for name in ("NAME", "TITLE", "STATEMENT", "METHOD", "PROFILES", "FIGURES", "ORDER", "run_one", "claims",
+                 "details", "figures"):
         assert hasattr(exp, name)
+    assert not hasattr(exp, "analyze") and exp.ORDER == 80
     assert exp.NAME == "thm5_teacher" and set(exp.PROFILES) >= {"quick", "full"}
     m1 = exp.run_one(dict(TINY), np.random.default_rng(0))
     m2 = exp.run_one(dict(TINY), np.random.default_rng(0))
     assert all(isinstance(v, (int, float)) for v in m1.values())
     for key in ("n_matrices", "typing_accuracy", "subgraph_precision", "subgraph_recall", "learned_top0",
-                "module_err_top0", "oracle_err_top0", "time_learn_s", "b", "q"):
+                "module_err_top0", "oracle_err_top0", "time_learn_s", "block_size", "block_prob", "regime",
+                "snr_margin_top0", "min_blocks_top0", "success_top0", "n_identified_true"):
         assert key in m1
+    assert not {"b", "q"} & set(m1)
     timing = {k for k in m1 if k.startswith("time_")}
     assert {k: v for k, v in m1.items() if k not in timing} == pytest.approx(
         {k: v for k, v in m2.items() if k not in timing}, nan_ok=True)
-    assert m1["b"] == 48 and m1["q"] == pytest.approx(6 * 48 / 4560)
+    assert m1["block_size"] == 48 and m1["block_prob"] == pytest.approx(6 * 48 / 4560)
+    assert m1["regime"] == 0.0            # d = 4560: far below the detection floor
     assert exp.skip({"d_sketch": 4561})[0] and not exp.skip(dict(TINY))[0]
 
 
-def test_experiment_analyze_and_figures_on_a_tiny_frame(exp, tmp_path):
+def _frame(rows):
     import pandas as pd
 
+    return pd.DataFrame(rows)
+
+
+def test_experiment_claims_details_and_figures_on_a_tiny_frame(tmp_path):
     rows = []
     for d in (4560, 9180):
         for n in (20, 40):
             p = dict(TINY, d_sketch=d, n_sketches=n)
-            m = exp.run_one(p, np.random.default_rng(n))
+            m = T5.run_one(p, np.random.default_rng(n))
             row = {f"p_{k}": v for k, v in p.items()}
             row.update({f"m_{k}": v for k, v in m.items()})
             row.update(rep=0, seed=n, time_s=1.0)
             rows.append(row)
-    df = pd.DataFrame(rows)
-    res = exp.analyze(df)
-    assert set(res) == {"markdown", "baselines"}
-    assert "What was learned" in res["markdown"] and "Not learned" in res["markdown"]
-    assert all(isinstance(v, float) for v in res["baselines"].values())
-    paths = exp.figures(df, str(tmp_path))
-    assert len(paths) == 3
+    df = _frame(rows)
+    cl = T5.claims(df)
+    assert [(c.claim, c.family, c.depth) for c in cl] == [("thm5", "block-sparse", 2)]
+    assert all(isinstance(c, Claim) for c in cl)
+    assert cl[0].verdict()[0] == INCONCLUSIVE            # no run in the regime at these sizes
+    md = T5.details(df)
+    assert "What was learned" in md and "Against the number of sketches" in md and "../paper_figs" not in md
+    paths = T5.figures(df, str(tmp_path))
+    assert [p.rsplit("/", 1)[1] for p in paths] == list(T5.FIGURES)
     for p in paths:
         with open(p, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_experiment_claim_rule():
+    """Regime runs decide module_learned; a wrong identified object is never tolerated."""
+    base = {"p_depth": 2, "m_n_identified": 1, "m_n_identified_true": 1}
+    df = _frame([dict(base, m_regime=1.0, m_success_top0=1.0)] * 14 + [dict(base, m_regime=0.0, m_success_top0=0.0)] * 5)
+    c = T5.claims(df)[0]
+    assert c.verdict()[0] == CONSISTENT and "outside, not evidence: 0 of 5" in c.note
+    df.loc[:6, "m_success_top0"] = 0.0                 # half of 14: too few runs to tell
+    assert T5.claims(df)[0].verdict()[0] == INCONCLUSIVE
+    df.loc[:13, "m_success_top0"] = 0.0                # none: the interval excludes 0.9
+    assert T5.claims(df)[0].verdict()[0] == NOT_CONSISTENT
+    df = _frame([dict(base, m_regime=1.0, m_success_top0=1.0)] * 14)
+    df.loc[0, "m_n_identified_true"] = 0
+    assert T5.claims(df)[0].verdict() == (NOT_CONSISTENT, ["identified_true"])

@@ -151,3 +151,352 @@ def families_in(df):
     """Families present in a results table, in :data:`FAMILY_ORDER` (unknown ones last)."""
     fams = [f for f in df["p_family"].dropna().unique()] if "p_family" in df else []
     return [f for f in FAMILY_ORDER if f in fams] + sorted(f for f in fams if f not in FAMILY_ORDER)
+
+
+# --- sketch helpers shared by thm2/thm3
+_BLAS = None
+
+
+def one_blas_thread():
+    """Context manager pinning BLAS/LAPACK to one thread for one run (14 µs with a cached controller).
+
+    The serial executor leaves BLAS at the machine's thread count; Haar sampling by QR then ran ~17×
+    slower on a loaded 2-core machine, and GEMM/QR rounding may depend on the thread count. Pinning
+    makes dense-family runs bit-identical across executors and keeps their cost predictable.
+    """
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+def object_spec(oid, module, x, inputs=()):
+    """One object of a :class:`sketchsim.Graph` spec: id, module, attributes, inputs [(id, weight)]."""
+    return {"id": oid, "module": module, "attributes": [float(v) for v in x],
+            "inputs": [{"id": c, "weight": float(w)} for c, w in inputs]}
+
+
+def fmt_num(v, digits=3):
+    """A number for a markdown table: '—' when missing, scientific outside [1e−3, 1e4)."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1e4 or a < 1e-3:
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}g}"
+
+
+# --- dictionary-learning helpers shared by thm4/dictlearn_sketches
+def grid_text(v):
+    """A grid value as text: integers without '.0' (``4095``, ``0.06``, ``pure``)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return str(int(f)) if f.is_integer() else f"{f:g}"
+
+
+def block_dims(d_target, block_size=0):
+    """(d, b) of D(b, q, d) for a requested dimension: b = ``block_size``, or the smallest admissible
+    block size 3·(⌈log2 d⌉ + 3) when 0; d = the largest multiple of b not above ``d_target``."""
+    d_target = int(d_target)
+    b = int(block_size) if block_size else min_block_size(d_target)
+    d = b * (d_target // b)
+    if d < b or b < min_block_size(d) or b % 3:
+        raise ValueError(f"b must be a multiple of 3 and at least 3·(⌈log2 d⌉+3) with d = {d}; got {b}")
+    return d, b
+
+
+def canonical_signature(op):
+    """σ̂_m of a D(b, q, d) operator (THEORY.md §6.2 step 4): the matrix-signature sub-block of any
+    nonzero block times its first entry, the same for every block; None without a nonzero block."""
+    if op.n_blocks == 0:
+        return None
+    t = op.b // 3
+    s = op.blk_sign[0, 2 * t:].astype(np.int8)
+    return s * s[0]
+
+
+def column_exact(res, c, op, j):
+    """(every recovered block of column ``c`` of a DictionaryResult equals the true block of
+    column ``j`` of ``op``, signs included; fraction of the true nonzero blocks recovered)."""
+    rows, signs = res.column_blocks(c)
+    lo, hi = op.col_ptr[j], op.col_ptr[j + 1]
+    trows, tsign = op.blk_row[lo:hi], op.blk_sign[lo:hi]
+    if not len(rows):
+        return True, 0.0
+    if not len(trows):
+        return False, 0.0
+    pos = np.clip(np.searchsorted(trows, rows), 0, len(trows) - 1)
+    ok = bool(np.all(trows[pos] == rows) and np.array_equal(tsign[pos], signs))
+    return ok, len(rows) / len(trows)
+
+
+def column_hamming(res, c, op, j):
+    """Entries in which column ``c`` of a DictionaryResult (None: not recovered, all zero) differs
+    from column ``j`` of ``op`` in sign pattern, and the true column's nonzero entries: a true block
+    missing from the recovery or a recovered block not in the true column counts b entries, a
+    shared block its differing signs (Theorem 4's Hamming distance, THEORY.md §9.2)."""
+    lo, hi = op.col_ptr[j], op.col_ptr[j + 1]
+    trows, tsign = op.blk_row[lo:hi], op.blk_sign[lo:hi]
+    b = op.b
+    if c is None:
+        return len(trows) * b, len(trows) * b
+    rows, signs = res.column_blocks(c)
+    common, ti, ri = np.intersect1d(trows, rows, assume_unique=True, return_indices=True)
+    diff = int(np.sum(tsign[ti] != signs[ri]))
+    return diff + (len(trows) - len(common) + len(rows) - len(common)) * b, len(trows) * b
+
+
+def quiet_recover(Y, block_size, block_prob, **kw):
+    """:func:`sketchsim.dictlearn.recover` with TheoremPreconditionWarning silenced (the studies
+    choose their (b, q, d) deliberately)."""
+    from sketchsim.dictlearn import recover
+
+    with quiet_precondition():
+        return recover(Y, block_size, block_prob, **kw)
+
+
+# =============================================================================================
+# --- attribute-recovery helpers shared by thm1_attributes / erasure / unrolling
+# A graph with a target object at a given depth and effective weight, the per-run metrics of a
+# decoded vector (with the sufficient statistics of the bias test), and the test builders every
+# decoder claim of these three studies uses (bias slope, noise ratio, exponents).
+ATTR_DIM = 32
+"""Attribute length L of the targets of thm1_attributes / erasure / unrolling. The ℓ∞ error is a
+maximum over L coordinates; L = 32 halves the run-to-run scatter of log-errors against L = 8
+(log-sd 0.19 vs 0.30 for the maximum of L normal magnitudes), which the exponent and ratio tests
+need to have power on a small quick profile. The bias slope's power does not depend on L (‖x‖ = 1)."""
+
+
+def build_graph(depth, weight, rng, L=ATTR_DIM, n_siblings=2, sibling_module="F"):
+    """A graph whose target ``t`` (module ``T``) sits at ``depth`` (2 or 3) with effective weight
+    ``weight`` exactly; returns (Graph, index path of ``t``).
+
+    Depth 2: the output's input list is ``t`` (weight w) plus ``n_siblings`` siblings ``s0, s1, …``
+    sharing 1 − w equally. Depth 3: the output holds a parent ``p`` (module ``P``, weight √w) and,
+    when w < 1, a filler parent ``q`` (module ``P``, weight 1 − √w) holding one object ``f``
+    (module ``F``); ``p`` holds ``t`` (weight √w) plus the siblings sharing 1 − √w. The siblings
+    have module ``sibling_module``: ``"F"`` (or any module other than ``T``) leaves ``t`` the
+    unique object of ``T`` (Theorem 1(i)); ``"T"`` makes them same-module siblings (Theorem 1(ii)).
+    Input positions are shuffled with ``rng``; attributes are nonnegative unit vectors of length
+    ``L`` (:func:`unit_nonneg`).
+    """
+    w = float(weight)
+    if not 0 < w <= 1:
+        raise ValueError(f"weight must lie in (0, 1]; got {weight!r}")
+    objects = []
+
+    def obj(oid, module, inputs=()):
+        objects.append({"id": oid, "module": module, "attributes": unit_nonneg(rng, L).tolist(),
+                        "inputs": list(inputs)})
+
+    def shuffled(items):
+        return [items[k] for k in rng.permutation(len(items))]
+
+    def input_list(tw):
+        items = [{"id": "t", "weight": tw}]
+        rest = 1.0 - tw
+        if rest > 1e-12:
+            items += [{"id": f"s{k}", "weight": rest / n_siblings} for k in range(n_siblings)]
+        return shuffled(items)
+
+    if int(depth) == 2:
+        out = input_list(w)
+        obj("t", "T")
+        for it in out:
+            if it["id"] != "t":
+                obj(it["id"], sibling_module)
+    elif int(depth) == 3:
+        a = math.sqrt(w)
+        inner = input_list(a)
+        obj("t", "T")
+        for it in inner:
+            if it["id"] != "t":
+                obj(it["id"], sibling_module)
+        obj("p", "P", inner)
+        out = [{"id": "p", "weight": a}]
+        if 1.0 - a > 1e-12:
+            obj("f", "F")
+            obj("q", "P", [{"id": "f", "weight": 1.0}])
+            out.append({"id": "q", "weight": 1.0 - a})
+        out = shuffled(out)
+    else:
+        raise ValueError(f"depth must be 2 or 3; got {depth!r}")
+    g = ss.Graph(objects, out)
+    return g, g.paths("t")[0]
+
+
+def decoder_metrics(key, xh, x, sigma):
+    """Per-run metrics of one decoded vector ``xh`` of the truth ``x`` (all floats):
+
+    ``err_<key>`` (ℓ∞ error), ``rms_err_<key>``, ``norm_err_<key>`` = ℓ∞ error / σ,
+    ``sigma_<key>`` (σ, the predicted per-coordinate noise level it was normalised by) and the
+    sufficient statistics of the bias test, ``sxy_<key>`` = Σ x̂_j x_j, ``sxx_<key>`` = Σ x_j²,
+    ``syy_<key>`` = Σ x̂_j², ``n_<key>`` = number of coordinates (:func:`slope_of`).
+    """
+    xh = np.atleast_1d(np.asarray(xh, dtype=float))
+    x = np.atleast_1d(np.asarray(x, dtype=float))
+    e = xh - x
+    err = float(np.max(np.abs(e)))
+    return {f"err_{key}": err, f"rms_err_{key}": float(np.sqrt(np.mean(e * e))),
+            f"norm_err_{key}": err / float(sigma), f"sigma_{key}": float(sigma),
+            f"sxy_{key}": float(xh @ x), f"sxx_{key}": float(x @ x), f"syy_{key}": float(xh @ xh),
+            f"n_{key}": float(len(x))}
+
+
+def slope_of(df, key, test_key="slope", label=None, source=""):
+    """Bias test of decoder ``key``: weighted least-squares slope of x̂ on x through the origin,
+    pooled over every coordinate of every run of ``df``, each run weighted by 1/σ_r²
+    (:func:`sketchsim.harness.claims.pooled_slope_test`).
+
+    Weighting by the predicted noise level makes the slope the maximum-likelihood scale of the
+    decoder for Gaussian noise: runs with a large d or weight dominate and noisy small-d runs do not
+    swamp it. A uniform error of the noise model (a constant off in σ) changes no slope.
+    """
+    from .claims import pooled_slope_test
+
+    cols = [f"m_{c}_{key}" for c in ("sxy", "sxx", "syy", "n", "sigma")]
+    if not len(df) or any(c not in df for c in cols):
+        return pooled_slope_test(test_key, label or f"slope of x̂ on x ({key})", [], [], [], [])
+    return pooled_slope_test(test_key, label or f"slope of x̂ on x ({key})", df[cols[0]], df[cols[1]],
+                             df[cols[2]], df[cols[3]], weights=1.0 / df[cols[4]] ** 2, source=source)
+
+
+def noise_ratio_of(df, key, L=ATTR_DIM, test_key="noise", label=None, source=""):
+    """Noise-level test of decoder ``key``: median over runs of ``norm_err_<key>`` / q_L, with its
+    order-statistic 95% interval (:func:`sketchsim.harness.claims.ratio_test`, statistic
+    ``"median"``); q_L = :func:`lmax_median` is the predicted median of the normalised ℓ∞ error."""
+    from .claims import ratio_test
+
+    col = f"m_norm_err_{key}"
+    vals = df[col] / lmax_median(L) if (len(df) and col in df) else []
+    return ratio_test(test_key, label or f"median normalised ℓ∞ error / q_L ({key})", vals,
+                      statistic="median", source=source or
+                      f"THEORY §2.4: ℓ∞ error ≈ q_L·‖s‖/(c_h w √d), q_L = {lmax_median(L):.3f} for L = {L}")
+
+
+def n_distinct(df, col):
+    return int(df[col].nunique()) if (len(df) and col in df) else 0
+
+
+def exponent_tests(df, y, variables, min_levels=3):
+    """Exponent tests of a power-law fit y ≈ C·Π x_k^{α_k} (log-log least squares).
+
+    ``variables``: list of (column, name, predicted, test key, label, source). A variable enters
+    the fit when it has ≥ 2 distinct values, and gets a test only when it has ≥ ``min_levels``
+    (d) or ≥ 2 (other variables, e.g. the weight; pass min_levels per variable as a 7th item).
+    Returns (tests, notes): the notes say which exponents are absent and why.
+    """
+    from .claims import exponent_test
+
+    tests, notes, used = [], [], []
+    for v in variables:
+        col, name = v[0], v[1]
+        need = v[6] if len(v) > 6 else min_levels
+        k = n_distinct(df, col)
+        if k >= 2:
+            used.append(v)
+        if k < need:
+            notes.append(f"{v[4]} not tested: {k} value(s) of {name} (needs ≥ {need})")
+    tested = [v for v in used if n_distinct(df, v[0]) >= (v[6] if len(v) > 6 else min_levels)]
+    if not tested:
+        return tests, notes
+    yv = np.asarray(y, dtype=float)
+    X = np.column_stack([np.asarray(df[v[0]], dtype=float) for v in used])
+    fit = fit_or_none(yv, X, [v[1] for v in used])
+    for v in tested:
+        tests.append(exponent_test(v[3], v[4], fit, v[1], v[2], source=v[5]))
+    return tests, notes
+
+
+def bq_note(df):
+    """'b=48 q∈{0.25, 0.5}' for the block-sparse rows of a table ('' for other families)."""
+    if not len(df) or "p_block_size" not in df or df["p_block_size"].isna().all():
+        return ""
+    bs = sorted(int(b) for b in df["p_block_size"].dropna().unique())
+    qs = sorted(float(q) for q in df["p_block_prob"].dropna().unique())
+    return (f"pooled over b∈{{{', '.join(map(str, bs))}}}, q∈{{{', '.join(f'{q:g}' for q in qs)}}}")
+
+
+def runs_note(df):
+    """'n runs, d ∈ {…}, w ∈ {…}' of a claim's rows."""
+    if not len(df):
+        return "0 runs"
+    parts = [f"{len(df)} runs"]
+    if "p_d_sketch" in df:
+        parts.append("d ∈ {" + ", ".join(str(int(v)) for v in sorted(df["p_d_sketch"].unique())) + "}")
+    if "p_weight" in df and df["p_weight"].notna().any():
+        parts.append("w ∈ {" + ", ".join(f"{v:g}" for v in sorted(df["p_weight"].dropna().unique())) + "}")
+    return ", ".join(parts)
+
+
+def _word_add(dst, word, vec):
+    """dst[word] += vec (zero-padding the shorter vector)."""
+    cur = dst.get(word)
+    if cur is None:
+        dst[word] = vec.copy()
+        return
+    if len(cur) < len(vec):
+        cur = np.concatenate([cur, np.zeros(len(vec) - len(cur))])
+    cur[:len(vec)] += vec
+    dst[word] = cur
+
+
+def object_words(graph, object_id):
+    """s_object(θ) as a sum over formal words, {word: vector} (THEORY.md §2.1), built exactly like
+    :func:`sketchsim.theory.word_expansion` builds s_overall (each factor (I+R)/2 split into I/2 + R/2,
+    same formal words added up)."""
+    from sketchsim.matrices import module_name, tuple_name
+
+    def factor(exp, name, scale):
+        out = {}
+        for word, vec in exp.items():
+            _word_add(out, word, scale * vec)
+            _word_add(out, (name,) + word, scale * vec)
+        return out
+
+    def obj(o):
+        m = graph.modules[graph.module_of[o]]
+        t = factor({(module_name(m, 1),): 0.5 * np.asarray(graph.attributes[o], dtype=float),
+                    (module_name(m, 2),): np.array([0.5])}, tuple_name(1), 0.25)
+        children, weights = graph.inputs[o]
+        if len(children):
+            inp = {}
+            for i, (c, w) in enumerate(zip(children, weights), start=1):
+                for word, vec in factor(obj(int(c)), tuple_name(i), 0.5 * float(w)).items():
+                    _word_add(inp, word, vec)
+            for word, vec in factor(inp, tuple_name(2), 0.25).items():
+                _word_add(t, word, vec)
+        return factor(t, module_name(m, 0), 0.5)
+
+    return obj(graph.index[object_id])
+
+
+def coincidence_factor(graph, object_id, path, weight):
+    """κ = E⟨ŝ, s_object⟩ / E‖s_object‖² for ŝ = A_objᵀ s/(2^{−(4h−7)} w) (THEORY.md §2.1–2.3).
+
+    With s = Σ_W W a_W and s_object = Σ_V V b_V over formal words, E⟨A_objᵀ W a_W, V b_V⟩ = ⟨a_W, b_V⟩
+    when W = A_obj·V and ≈ 0 otherwise, so κ = Σ_V ⟨a_{A_obj V}, b_V⟩ / (2^{−(4h−7)} w Σ_V ‖b_V‖²).
+    κ = 1 when only θ's own A_obj-branch produces the words A_obj·V; it exceeds 1 when the index
+    matrices R_{i_ℓ} coincide with the slot matrices R_1, R_2 of s_object (the pitfall of THEORY.md
+    §2.3 for object sketches), e.g. at depth 2, where i_1 ∈ {1, 2}.
+    """
+    from sketchsim import decode
+    from sketchsim import theory as sst
+
+    a = sst.word_expansion(graph)
+    b = object_words(graph, object_id)
+    A = tuple(decode.path_word(path))
+    num = den = 0.0
+    for word, vec in b.items():
+        den += float(vec @ vec)
+        aw = a.get(A + word)
+        if aw is not None:
+            n = min(len(aw), len(vec))
+            num += float(aw[:n] @ vec[:n])
+    return num / (sst.object_sketch_constant(len(path) + 1) * float(weight) * den)
