@@ -346,6 +346,7 @@ def figures(df, outdir):
                                main[main["p_d_sketch"] == d_s] if len(main) else main)):
         if not len(sel) or sel[x].nunique() < 2:
             continue
+        sel = sel.copy()                                  # one block: assign() below stays cheap
         fig, axes = new_figure(3, width=4.6, height=3.9)
         for k, (key, lab) in enumerate(LABELS.items()):
             col = f"m_id_rate_{key}"

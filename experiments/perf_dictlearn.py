@@ -150,13 +150,14 @@ def main(argv=None):
     warm_up()
     d_target, S, pool = (2 ** 12, 300, 20) if args.quick else (2 ** 15, 2000, 50)
     dl_cap = args.dl_cap if args.dl_cap is not None else (10.0 if args.quick else 180.0)
-    params = T4.full_params({"study": "perf", "d": d_target, "b": 0, "q": 0.05 if not args.quick else 0.1,
+    params = T4.full_params({"study": "perf", "d_sketch": d_target, "block_size": 0,
+                             "block_prob": 0.05 if not args.quick else 0.1,
                              "S": S, "K": 3, "pool": pool})
     rng = np.random.default_rng(12345)
     t0 = time.perf_counter()
     sm = T4.draw_samples(rng, params)
     t_gen = time.perf_counter() - t0
-    Y, d, b, q = sm["Y"], params["d"], params["b"], params["q"]
+    Y, d, b, q = sm["Y"], params["d_sketch"], params["block_size"], params["block_prob"]
     print(f"samples: S={S}, d={d}, b={b}, q={q} ({Y.nbytes / 2**20:.0f} MiB) drawn in {t_gen:.1f} s", flush=True)
 
     m = {"S": S, "d": d, "b": b, "q": q, "K": 3, "pool": pool, "n_essential": int(sm["ess"].shape[0]),

@@ -49,7 +49,7 @@ TINY4 = REGIME4 + [
      "pool": [5], "rho": [0.0], "chain": [1, 2], "branch": ["pure", "identity"]},
 ]
 SKLEARN4 = [{"study": ["sklearn"], "d_sketch": [1014], "block_size": [0], "block_prob": [0.2], "S": [40], "pool": [4],
-             "cap": [2.0]}]
+             "cap": [0.5]}]
 
 
 @pytest.fixture(scope="module")
@@ -229,13 +229,18 @@ def test_thm4_claims_and_details(frame4):
     assert [c.verdict()[0] for c in empty] == [INCONCLUSIVE, INCONCLUSIVE]
 
 
-def test_thm4_figures_and_the_sklearn_peer(frame4, tmp_path):
-    sk = _rows(thm4, SKLEARN4)
-    assert 0.0 <= sk["m_mb_match"].iloc[0] <= 1.0 and sk["m_n_components"].iloc[0] == sk["m_n_essential"].iloc[0]
-    df = pd.concat([frame4, sk], ignore_index=True)
-    assert "scikit-learn peer" in thm4.details(df)
+@pytest.mark.parametrize("studies,figs", [(("regime", "qk", "ds"), (0, 1, 7)),
+                                          (("noise", "thr", "levels", "sklearn"), (2, 3, 4, 5, 7))])
+def test_thm4_figures_and_the_sklearn_peer(frame4, tmp_path, studies, figs):
+    df = frame4
+    if "sklearn" in studies:
+        sk = _rows(thm4, SKLEARN4)
+        assert 0.0 <= sk["m_mb_match"].iloc[0] <= 1.0 and sk["m_n_components"].iloc[0] == sk["m_n_essential"].iloc[0]
+        df = pd.concat([frame4, sk], ignore_index=True)
+        assert "scikit-learn peer" in thm4.details(df)
+    df = df[df["p_study"].isin(studies)]
     paths = thm4.figures(df, str(tmp_path))
-    assert {os.path.basename(p) for p in paths} >= {thm4.FIGURES[i] for i in (0, 1, 2, 3, 4, 5, 7)}
+    assert {os.path.basename(p) for p in paths} == {thm4.FIGURES[i] for i in figs}
     assert all(os.path.getsize(p) > 1000 for p in paths)
 
 
