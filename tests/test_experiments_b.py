@@ -18,9 +18,6 @@ import pytest
 
 from sketchsim.harness import sweep
 
-MODULES = ("thm3_summary",)                 # thm2_similarity: test_thm2_contract
-
-
 def load(name):
     return sweep.load_experiment(name)
 
@@ -47,12 +44,15 @@ def table(mod, grids, base_seed=0):
     return pd.concat([rows(mod, g, base_seed) for g in grids], ignore_index=True)
 
 
-# --------------------------------------------------------------------------- tiny grids
+# --------------------------------------------------------------------------- Theorem 3 (thm3_summary)
+T3_VOCAB = {"family", "d_sketch", "depth", "weight", "n_objects", "block_size", "block_prob", "reps"}
+
 T3_TINY = [
-    {"family": "hadamard", "d": [1024, 4096, 16384], "depth": [2], "w": [0.08, 0.16], "n": [3], "reps": 2},
-    {"family": "hadamard", "d": [4096], "depth": [3], "w": [0.16], "n": [2], "reps": 1},
-    {"family": "block-sparse", "d": [96], "depth": [2], "w": [0.16], "n": [3], "b": 48, "q": 0.5,
-     "reps": 1},
+    {"family": "hadamard", "d_sketch": [512, 2048, 8192], "depth": [2], "weight": [0.08, 0.16],
+     "n_objects": [2, 6], "reps": 2},
+    {"family": "haar", "d_sketch": [64], "depth": [2], "weight": [0.16], "n_objects": [6], "reps": 3},
+    {"family": "block-sparse", "d_sketch": [384], "depth": [2], "weight": [0.16], "n_objects": [6],
+     "block_size": 48, "block_prob": 0.5, "reps": 3},
 ]
 
 
@@ -61,31 +61,48 @@ def t3_df():
     return table(load("thm3_summary"), T3_TINY)
 
 
-# --------------------------------------------------------------------------- contract
-@pytest.mark.parametrize("name", MODULES)
-def test_module_satisfies_the_contract(name):
-    mod = load(name)                                   # sweep's own contract check runs here
-    assert mod.NAME == name
-    assert isinstance(mod.TITLE, str) and mod.TITLE
-    assert isinstance(mod.STATEMENT, str) and "Theorem" in mod.STATEMENT
-    assert {"quick", "full"} <= set(mod.PROFILES)
-    for fn in ("run_one", "analyze", "figures", "skip", "theory"):
+def _t3_grid_keys(profile):
+    grids = load("thm3_summary").PROFILES[profile]
+    return set().union(*(set(g) for g in (grids if isinstance(grids, list) else [grids])))
+
+
+def test_thm3_contract():
+    mod = load("thm3_summary")                        # sweep's own contract check runs here
+    assert mod.NAME == "thm3_summary" and mod.ORDER == 30
+    assert isinstance(mod.TITLE, str) and mod.TITLE and "Theorem 3" in mod.STATEMENT
+    assert isinstance(mod.METHOD, str) and "column-norm" in mod.METHOD
+    for fn in ("run_one", "claims", "details", "figures", "skip", "theory", "warm_up"):
         assert callable(getattr(mod, fn)), fn
+    assert not hasattr(mod, "analyze")                # the old contract is gone
+    assert mod.FIGURES == (mod.FIG_COUNT_D, mod.FIG_COUNT_W, mod.FIG_EXACT, mod.FIG_ATTR)
+    assert set(mod.SCOPE) == {"thm3.count", "thm3.sum", "thm3.mean"}
+    for scope in mod.SCOPE.values():                  # unmeasured cells are reported, with the reason
+        assert set(scope["families"]) == {"haar", "gaussian", "block-sparse", "hadamard"}
+        assert tuple(scope["depths"]) == (2, 3) and "depth 3" in scope["why"]
+    with open(mod.__file__, encoding="utf-8") as fh:   # no study imports another study
+        src = fh.read()
+    assert "from experiments" not in src and "import experiments" not in src
     for profile in ("quick", "full"):
-        runs = sweep.plan_runs(name, profile)
+        assert _t3_grid_keys(profile) <= T3_VOCAB, _t3_grid_keys(profile) - T3_VOCAB
+        runs = sweep.plan_runs("thm3_summary", profile)
         kept = [r for r in runs if not mod.skip(r.params)[0]]
-        assert kept, profile
-        for r in kept:
+        assert len(kept) == len(runs), [r.params for r in runs if mod.skip(r.params)[0]][:3]
+        fams = {(r.params["family"], r.params["depth"]) for r in kept}
+        assert {("haar", 2), ("gaussian", 2), ("block-sparse", 2), ("hadamard", 2)} <= fams, fams
+        for r in kept[:: max(1, len(kept) // 50)]:
             assert all(math.isfinite(v) for v in mod.theory(r.params).values())
-    assert len(sweep.plan_runs(name, "quick")) < len(sweep.plan_runs(name, "full"))
+    assert ("hadamard", 3) in {(r.params["family"], r.params["depth"]) for r in sweep.plan_runs("thm3_summary", "full")}
+    assert len(sweep.plan_runs("thm3_summary", "quick")) < len(sweep.plan_runs("thm3_summary", "full"))
 
 
-@pytest.mark.parametrize("name,params", [
-    ("thm3_summary", {"family": "hadamard", "d": 256, "depth": 3, "w": 0.16, "n": 3}),
-    ("thm3_summary", {"family": "gaussian", "d": 64, "depth": 2, "w": 0.1, "n": 6}),
+@pytest.mark.parametrize("params", [
+    {"family": "hadamard", "d_sketch": 256, "depth": 3, "weight": 0.16, "n_objects": 3},
+    {"family": "gaussian", "d_sketch": 64, "depth": 2, "weight": 0.1, "n_objects": 6},
+    {"family": "block-sparse", "d_sketch": 384, "depth": 2, "weight": 0.16, "n_objects": 2, "block_size": 48,
+     "block_prob": 0.5},
 ])
-def test_run_one_returns_finite_floats_and_is_deterministic(name, params):
-    mod = load(name)
+def test_thm3_run_one_returns_finite_floats_and_is_deterministic(params):
+    mod = load("thm3_summary")
     a = mod.run_one(dict(params), np.random.default_rng(123))
     b = mod.run_one(dict(params), np.random.default_rng(123))
     c = mod.run_one(dict(params), np.random.default_rng(124))
@@ -95,6 +112,9 @@ def test_run_one_returns_finite_floats_and_is_deterministic(name, params):
         assert math.isfinite(v), (k, v)
         assert v == b[k], k                       # bit-identical for a fixed seed
     assert a != c
+    assert a["true_count"] == params["n_objects"]
+    if params["family"] == "hadamard":            # orthonormal: the column-norm correction is the identity
+        assert a["est_count"] == a["est_count_uncorrected"]
 
 
 def test_thm3_graph_has_exactly_equal_effective_weights():
@@ -104,57 +124,133 @@ def test_thm3_graph_has_exactly_equal_effective_weights():
         assert len(targets) == n
         assert all(g.weight(t) == w and g.depth(t) == h for t in targets)
         assert set(g.objects_of("M")) == set(targets)
-    assert mod.skip({"family": "hadamard", "d": 256, "depth": 3, "w": 0.2, "n": 5})[0]
+    assert mod.skip({"family": "hadamard", "d_sketch": 256, "depth": 3, "weight": 0.2, "n_objects": 5})[0]
     with pytest.raises(ValueError, match="Σw ≤ 1"):
         mod.summary_graph(5, 0.3, 2, np.random.default_rng(0))
 
 
-# --------------------------------------------------------------------------- analyze / figures
-def _check_outputs(mod, df, tmp_path, figs):
-    out = mod.analyze(df)
-    assert set(out) >= {"markdown", "baselines"}
-    md, base = out["markdown"], out["baselines"]
-    assert isinstance(md, str) and "Verdict" in md and "Rule" in md and "95%" in md
-    assert base and all(isinstance(k, str) and k.startswith(mod.NAME.split("_")[0] + ".") for k in base)
-    assert all(type(v) is float and math.isfinite(v) for v in base.values())
-    paths = mod.figures(df, str(tmp_path))
-    names = sorted(os.path.basename(p) for p in paths)
-    assert names == sorted(figs)
+# ---- claims on synthetic tables: the rules, independent of the simulation
+def _t3_synthetic(count_scale=1.0, sum_scale=1.0, alpha=-0.5, noise=1.0, seed=0,
+                  families=("haar", "block-sparse", "hadamard")):
+    """A results table drawn from the noise model of the study: every decoded coordinate carries
+    N(0, s²) with s = noise·σ·(d/4096)^(α+½), σ = ‖s‖/(c_2 w √d) with c_2 = 1/32 written out; the
+    count and the sum are scaled by ``count_scale`` / ``sum_scale`` (a decoder bug)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    K = 16                                        # coordinates per run (RMS and ℓ∞ over them)
+    for fam in families:
+        for d in (1024, 4096, 16384):
+            for w in (0.08, 0.16):
+                for n in (2, 6):
+                    for rep in range(6):
+                        norm = 0.1
+                        sig = norm / (w * math.sqrt(d) / 32)
+                        s = noise * sig * (d / 4096) ** (alpha + 0.5)
+                        m = 0.33
+                        ec = s * rng.standard_normal(K)
+                        es = s * rng.standard_normal(K)
+                        sm = sig * math.sqrt(1 + m * m) / n
+                        em = noise * sm * (d / 4096) ** (alpha + 0.5) * rng.standard_normal(K)
+                        row = {"p_family": fam, "p_d_sketch": d, "p_depth": 2, "p_weight": w, "p_n_objects": n,
+                               "p_block_size": 48.0 if fam == "block-sparse" else np.nan,
+                               "p_block_prob": 0.5 if fam == "block-sparse" else np.nan,
+                               "m_true_count": float(n), "m_est_count": count_scale * n + float(ec.mean()),
+                               "m_est_count_uncorrected": count_scale * n + float(ec.mean()),
+                               "m_err_count": float(np.sqrt(np.mean((count_scale * n - n + ec) ** 2))),
+                               "m_norm_err_count": float(np.sqrt(np.mean(((count_scale * n - n + ec) / sig) ** 2))),
+                               "m_rate_exact_count": float(np.mean(np.abs(ec) < 0.5)),
+                               "m_rate_exact_count_pred": math.erf(0.5 / (math.sqrt(2) * sig)),
+                               "m_true_sum": n * m, "m_est_sum": sum_scale * n * m + float(es.mean()),
+                               "m_err_sum": float(np.max(np.abs(es))),
+                               "m_norm_err_sum": float(np.sqrt(np.mean((es / sig) ** 2))),
+                               "m_true_mean": m, "m_est_mean": m + float(em.mean()),
+                               "m_rel_err_mean": float(em.mean()) / m, "m_err_mean": float(np.max(np.abs(em))),
+                               "m_norm_err_mean": float(np.sqrt(np.mean((em / sm) ** 2))),
+                               "m_sketch_norm": norm, "m_noise_pred": sig, "m_e1_col_norm_sq": 1.0}
+                        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _t3_by_id(claims):
+    return {(c.claim, c.family, c.depth): c for c in claims}
+
+
+def test_thm3_claims_follow_the_preregistered_rules():
+    from sketchsim.harness.claims import CONSISTENT, NOT_CONSISTENT
+
+    mod = load("thm3_summary")
+    good = _t3_by_id(mod.claims(_t3_synthetic()))
+    assert set(good) == {(c, f, 2) for c in ("thm3.count", "thm3.sum", "thm3.mean")
+                         for f in ("haar", "block-sparse", "hadamard")}
+    for key, c in good.items():
+        assert c.verdict()[0] == CONSISTENT, (key, c.evidence())
+        keys = [t.key for t in c.tests]
+        assert keys[0] == "bias" and "alpha_d" in keys, keys
+        # σ is the prediction for rotation-invariant families only; D gets the theorem's bound on α
+        assert ("noise_ratio" in keys) == (key[1] != "block-sparse"), keys
+        alpha = next(t for t in c.tests if t.key == "alpha_d")
+        assert alpha.kind == ("at_most" if key[1] == "block-sparse" else "equal")
+    assert "pooled over b∈{48}" in good[("thm3.count", "block-sparse", 2)].note
+    assert "substitute" in good[("thm3.count", "hadamard", 2)].note
+    # the deliberate bug of the mutation suite: a count off by 25% turns thm3.count (and only it)
+    bad = _t3_by_id(mod.claims(_t3_synthetic(count_scale=1.25)))
+    for fam in ("haar", "block-sparse", "hadamard"):
+        c = bad[("thm3.count", fam, 2)]
+        assert c.verdict()[0] == NOT_CONSISTENT and "bias" in c.verdict()[1], c.evidence()
+        assert bad[("thm3.sum", fam, 2)].verdict()[0] == CONSISTENT
+    # a summed-attribute decoder off by 25%, an error falling like d^−¼, a noise 1.5× the prediction
+    bad = _t3_by_id(mod.claims(_t3_synthetic(sum_scale=1.25)))
+    assert bad[("thm3.sum", "haar", 2)].verdict() == (NOT_CONSISTENT, ["bias"])
+    bad = _t3_by_id(mod.claims(_t3_synthetic(alpha=-0.25)))
+    for name in ("thm3.count", "thm3.sum"):
+        for fam in ("haar", "block-sparse"):
+            assert "alpha_d" in bad[(name, fam, 2)].verdict()[1], bad[(name, fam, 2)].evidence()
+    bad = _t3_by_id(mod.claims(_t3_synthetic(noise=1.5)))
+    assert bad[("thm3.sum", "haar", 2)].verdict() == (NOT_CONSISTENT, ["noise_ratio"])
+    assert bad[("thm3.sum", "block-sparse", 2)].verdict()[0] == CONSISTENT     # not tested for D
+    assert "measured RMS error/σ = 1.4" in bad[("thm3.sum", "block-sparse", 2)].note     # ≈ 1.5
+    # a faster decay is allowed for D (the theorem is a bound), not for rotation-invariant families
+    fast = _t3_by_id(mod.claims(_t3_synthetic(alpha=-0.75)))
+    assert fast[("thm3.sum", "block-sparse", 2)].verdict()[0] == CONSISTENT
+    assert fast[("thm3.sum", "haar", 2)].verdict() == (NOT_CONSISTENT, ["alpha_d"])
+
+
+def test_thm3_claims_details_and_figures_on_a_tiny_run(t3_df, tmp_path):
+    mod = load("thm3_summary")
+    cl = _t3_by_id(mod.claims(t3_df))
+    assert set(cl) == {(c, f, 2) for c in ("thm3.count", "thm3.sum", "thm3.mean")
+                       for f in ("haar", "block-sparse", "hadamard")}
+    had = cl[("thm3.count", "hadamard", 2)]
+    assert [t.key for t in had.tests] == ["bias", "alpha_d", "noise_ratio"]
+    assert abs(had.tests[0].estimate - 1) < 0.1                       # unbiased count
+    assert [t.key for t in cl[("thm3.count", "haar", 2)].tests] == ["bias", "noise_ratio"]   # one d
+    text = mod.details(t3_df)
+    assert "Column-norm correction" in text and "block-sparse" in text and "exact-count rate" in text
+    paths = mod.figures(t3_df, str(tmp_path))
+    assert sorted(os.path.basename(p) for p in paths) == sorted(mod.FIGURES)
     for p in paths:
         with open(p, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
-        assert f"](../paper_figs/{os.path.basename(p)})" in md
-    return base
+    assert mod.claims(t3_df.iloc[0:0]) == [] and mod.details(t3_df.iloc[0:0]) == ""
 
 
-def test_thm3_analyze_and_figures(t3_df, tmp_path):
-    mod = load("thm3_summary")
-    base = _check_outputs(mod, t3_df, tmp_path, [mod.FIG_COUNT_D, mod.FIG_COUNT_W, mod.FIG_EXACT, mod.FIG_ATTR])
-    for key in ("thm3.count.alpha_d.h2", "thm3.count.beta_w.h2", "thm3.count.C_norm.h2",
-                "thm3.count.exact_rate.h2", "thm3.sum.alpha_d_norm.h2", "thm3.count.error_over_sigma.h2"):
-        assert key in base, key
-    assert base["thm3.count.exact_rate.h2"] > 0.5
+T3_REG = {"family": "hadamard", "d_sketch": [2048, 8192], "depth": [2], "weight": [0.16], "n_objects": [1, 6],
+          "reps": 5}
 
 
-# --------------------------------------------------------------------------- regression detection
-REG3 = {"family": "hadamard", "d": [1024, 4096, 16384], "depth": [2], "w": [0.08, 0.16], "n": [3], "reps": 2}
-
-
-def test_thm3_baselines_catch_a_count_decoder_with_a_doubled_constant(monkeypatch):
+def test_thm3_count_claim_flips_when_the_count_decoder_is_off_by_25_percent(monkeypatch):
+    # the mutation suite's bug ("count decoder off by 25%"), on a real tiny run
     import sketchsim.decode as decode
-    from sketchsim import theory
+    from sketchsim.harness.claims import CONSISTENT, NOT_CONSISTENT
 
     mod = load("thm3_summary")
-    good = [mod.analyze(rows(mod, REG3, base_seed=s))["baselines"] for s in (0, 1)]
-    monkeypatch.setattr(decode, "depth_constant", lambda h: 2.0 * theory.depth_constant(h))
-    bad = mod.analyze(rows(mod, REG3, base_seed=0))["baselines"]
-    for key in ("thm3.count.exact_rate.h2", "thm3.count.error_over_sigma.h2"):
-        spread = abs(good[0][key] - good[1][key])
-        moved = abs(bad[key] - good[0][key])
-        assert moved > 5 * spread + 0.05 * abs(good[0][key]), (key, good, bad[key])
-    assert bad["thm3.count.exact_rate.h2"] < 0.1 < 0.6 < good[0]["thm3.count.exact_rate.h2"]
-    # a constant bias n/2 no longer shrinks with d: the fitted exponent collapses toward 0
-    assert abs(bad["thm3.count.alpha_d.h2"]) < 0.2 < abs(good[0]["thm3.count.alpha_d.h2"])
+    good = _t3_by_id(mod.claims(rows(mod, T3_REG)))[("thm3.count", "hadamard", 2)]
+    real = decode.count
+    monkeypatch.setattr(decode, "count", lambda *a, **k: 1.25 * real(*a, **k))
+    bad = _t3_by_id(mod.claims(rows(mod, T3_REG)))[("thm3.count", "hadamard", 2)]
+    assert good.verdict()[0] == CONSISTENT, good.evidence()
+    assert bad.verdict()[0] == NOT_CONSISTENT and "bias" in bad.verdict()[1], bad.evidence()
+    assert bad.tests[0].estimate == pytest.approx(1.25, abs=0.05)
 
 
 # --------------------------------------------------------------------------- Theorem 2 (thm2_similarity)
