@@ -99,7 +99,7 @@ def test_verdicts_json_has_the_documented_fields(verified):
     assert set(heads) == {"fixture.rate", "fixture.bias"}
     # hadamard is the substitute: it never decides a headline
     assert heads["fixture.rate"]["verdict"] == C.INCONCLUSIVE
-    assert "substitute hadamard, depth 2: consistent" in heads["fixture.rate"]["headline"]
+    assert "substitute hadamard at depth 2: consistent" in heads["fixture.rate"]["headline"]
     assert heads["fixture.bias"]["verdict"] == C.CONSISTENT
     assert all(h["experiment"] == "verify_fixture" for h in doc["headlines"])
 
