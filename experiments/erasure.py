@@ -39,8 +39,9 @@ import sketchsim as ss
 from sketchsim import decode
 from sketchsim import theory as sst
 from sketchsim.harness.claims import Claim, pooled_slope_test, ratio_test, rms_ratio_test
-from sketchsim.harness.studykit import (ATTR_DIM, bank_skip, bq_note, build_graph,
-                                        coincidence_factor, decoder_metrics, exponent_tests, families_in, family_labels, lmax_median,
+from sketchsim.harness.studykit import (ATTR_DIM, bank_skip, bq_note, build_graph, family_depth_groups,
+                                        split_noise_model,
+                                        coincidence_factor, decoder_metrics, exponent_tests, family_labels, lmax_median,
                                         make_bank, md_table, noise_ratio_of, quiet_precondition,
                                         runs_note, slope_of, unit_nonneg)
 from sketchsim.harness.studykit import warm_up  # noqa: F401  (contract: optional warm_up)
@@ -213,16 +214,8 @@ _SLOPE_SRC = "THEORY §4: the d/d' rescale keeps every decoder unbiased"
 
 
 def _groups(df):
-    need = ["p_family", "p_depth", "p_keep", "p_d_sketch", "m_err_prefix", "m_sigma_prefix"]
-    if not len(df) or any(c not in df for c in need):
-        return []
-    df = df.dropna(subset=[c for c in df.columns if c.startswith("m_")])
-    out = []
-    for fam in families_in(df):
-        sub = df[df["p_family"] == fam]
-        for h in sorted(int(v) for v in sub["p_depth"].unique()):
-            out.append((fam, h, sub[sub["p_depth"] == h]))
-    return out
+    return family_depth_groups(df, ("p_family", "p_depth", "p_keep", "p_d_sketch", "m_err_prefix",
+                                    "m_sigma_prefix"))
 
 
 def _note(rows, extra=()):
@@ -285,7 +278,7 @@ def claims(df):
                        rows["m_probe_norm_err"] / rows["m_probe_norm_pred"],
                        source="σ = ‖s‖/(2^{-(4h-7)} w √d)·√(d/d')")],
             note=_note(rows, [f"{N_PROBES} random unit probes per run"])))
-    return out
+    return [part for c in out for part in split_noise_model(c)]
 
 
 def details(df):

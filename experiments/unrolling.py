@@ -40,10 +40,11 @@ import sketchsim as ss
 from sketchsim import decode
 from sketchsim import theory as sst
 from sketchsim.harness.claims import Claim, ratio_test
-from sketchsim.harness.studykit import (ATTR_DIM, bank_skip, bq_note, coincidence_factor,
-                                        decoder_metrics, exponent_tests, families_in, family_labels, lmax_median,
+from sketchsim.harness.studykit import (ATTR_DIM, bank_skip, bq_note, family_depth_groups, graph_builder,
+                                        split_noise_model, coincidence_factor,
+                                        decoder_metrics, exponent_tests, family_labels, lmax_median,
                                         make_bank, md_table, noise_ratio_of, quiet_precondition,
-                                        runs_note, slope_of, unit_nonneg)
+                                        runs_note, slope_of)
 from sketchsim.harness.studykit import warm_up  # noqa: F401  (contract: optional warm_up)
 from sketchsim.matrices import module_name, tuple_name
 
@@ -125,14 +126,7 @@ def build_tree(rng, L=ATTR_DIM):
     Returns the Graph; the targets are ``a`` (depth 2) and ``c`` (depth 3).
     """
     objects = []
-
-    def obj(oid, module, inputs=()):
-        objects.append({"id": oid, "module": module, "attributes": unit_nonneg(rng, L).tolist(),
-                        "inputs": list(inputs)})
-
-    def shuffled(items):
-        return [items[k] for k in rng.permutation(len(items))]
-
+    obj, shuffled = graph_builder(objects, rng, L)
     for oid in "cefg":
         obj(oid, "Q")
     obj("a", "P", shuffled([{"id": "c", "weight": INNER_WEIGHTS[0]}, {"id": "e", "weight": INNER_WEIGHTS[1]}]))
@@ -204,16 +198,7 @@ def theory(params):
 
 # ============================================================================ claims
 def _groups(df):
-    need = ["p_family", "p_depth", "p_d_sketch", "m_sxy_attr", "m_sxy_probe"]
-    if not len(df) or any(c not in df for c in need):
-        return []
-    df = df.dropna(subset=[c for c in df.columns if c.startswith("m_")])
-    out = []
-    for fam in families_in(df):
-        sub = df[df["p_family"] == fam]
-        for h in sorted(int(v) for v in sub["p_depth"].unique()):
-            out.append((fam, h, sub[sub["p_depth"] == h]))
-    return out
+    return family_depth_groups(df, ("p_family", "p_depth", "p_d_sketch", "m_sxy_attr", "m_sxy_probe"))
 
 
 def claims(df):
@@ -241,7 +226,7 @@ def claims(df):
         note = "; ".join(p for p in [runs_note(rows), f"w_path = {rows['m_w_path'].median():g}",
                                      f"κ ∈ [{kap.min():.3f}, {kap.max():.3f}] (median {kap.median():.3f})",
                                      bq_note(rows), *notes] if p)
-        out.append(Claim("unrolling", fam, h, tests, note=note))
+        out.extend(split_noise_model(Claim("unrolling", fam, h, tests, note=note)))
     return out
 
 

@@ -79,7 +79,7 @@ import numpy as np
 
 from ._validation import check_int
 from .matrices import MatrixBank, module_name, tuple_name
-from .theory import depth_constant, object_sketch_constant
+from .theory import depth_constant, erasure_rescale, object_sketch_constant
 
 __all__ = [
     "attributes",
@@ -148,8 +148,8 @@ class ErasedSketch:
 
     @property
     def rescale(self):
-        """d/d', the factor the decoders apply (THEORY.md §4)."""
-        return self._d / self.keep
+        """d/d', the factor the decoders apply (THEORY.md §4; :func:`~sketchsim.theory.erasure_rescale`)."""
+        return erasure_rescale(self._d, self.keep)
 
     @property
     def shape(self):
@@ -822,7 +822,7 @@ def similarity(s1, s2):
         raise ValueError(f"s1 and s2 must have the same batch size; got {a.shape[0]} and {b.shape[0]}")
     k = min(k1, k2)
     a, b = a[..., :k], b[..., :k]
-    scale = d1 / k
+    scale = erasure_rescale(d1, k)
     dot = np.sum(a * b, axis=-1) * scale
     n1 = np.sqrt(np.sum(a * a, axis=-1) * scale)
     n2 = np.sqrt(np.sum(b * b, axis=-1) * scale)

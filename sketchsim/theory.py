@@ -174,8 +174,9 @@ def _factor(expansion, name, scale):
     return out
 
 
-def word_expansion(graph):
-    """s_overall written as a sum over formal words: s = Σ_W W·a_W (THEORY.md §2.1).
+def word_expansion(graph, object_id=None):
+    """s_overall (or, with ``object_id``, that object's sketch s_object(θ)) written as a sum over
+    formal words: s = Σ_W W·a_W (THEORY.md §2.1).
 
     Each factor (I+R)/2 of the sketch (paper §3.3) is split into I/2 + R/2 and the products are
     collected by the *formal* word W: the tuple of matrix names chosen R, outermost first, ending
@@ -191,6 +192,8 @@ def word_expansion(graph):
     Parameters
     ----------
     graph : Graph
+    object_id : str, optional
+        Expand that object's sketch instead of the overall sketch.
 
     Returns
     -------
@@ -223,6 +226,10 @@ def word_expansion(graph):
         memo[o] = _factor(t, module_name(m, 0), 0.5)                 # (I+R_{M,0})/2
         return memo[o]
 
+    if object_id is not None:
+        if object_id not in graph.index:
+            raise ValueError(f"object_id must be an object of the graph; got {object_id!r}")
+        return obj_exp(graph.index[object_id])
     return input_exp(*graph.output)
 
 

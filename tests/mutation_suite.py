@@ -4,7 +4,8 @@ Each mutation is a literal text replacement in one source file. For each, the pa
 a scratch directory, the bug is applied there, the QUICK profile of the affected studies is run
 with base seed 0 (``sketchsim verify --experiments … --results-dir …``), and then
 
-* every claim named in ``expect`` must read "not consistent" in ``verdicts.json``, and
+* every claim name in ``expect`` must have at least one (family, depth) cell that reads "not
+  consistent" in ``verdicts.json`` and did not in the baselines (a verdict the bug turned), and
 * ``sketchsim check --from`` against the committed ``results/baselines.json`` must exit 1.
 
 The copy is imported through ``PYTHONPATH`` (ahead of the editable install), which the run checks.
@@ -44,15 +45,15 @@ class Mutation:
     expect: tuple          # claim names that must read "not consistent" (at least one claim each)
 
 
-DECODE_IMPORT = "from .theory import depth_constant, object_sketch_constant"
+DECODE_IMPORT = "from .theory import depth_constant, erasure_rescale, object_sketch_constant"
 
 MUTATIONS = (
     Mutation(
         "decoder_c3_x2", "c_h doubled at depth 3 in the decoders only (predictions unchanged)",
         "sketchsim/decode.py", DECODE_IMPORT,
-        "from .theory import depth_constant as _c_h, object_sketch_constant\n\n\n"
+        "from .theory import depth_constant as _c_h, erasure_rescale, object_sketch_constant\n\n\n"
         "def depth_constant(h):\n    return _c_h(h) * (2.0 if int(h) == 3 else 1.0)",
-        ("thm1_attributes",), ("thm1.i", "thm1.ii")),
+        ("thm1_attributes",), ("thm1.i", "thm1.i.noise", "thm1.ii", "thm1.ii.noise")),
     Mutation(
         "theory_c3_x2", "c_h doubled at depth 3 in theory.depth_constant (decoders and predictions together)",
         "sketchsim/theory.py", "    return 2.0 ** (-(4 * h - 3))",
@@ -62,12 +63,12 @@ MUTATIONS = (
         "theory_c2_x2", "c_h doubled at depth 2 in theory.depth_constant (decoders and predictions together)",
         "sketchsim/theory.py", "    return 2.0 ** (-(4 * h - 3))",
         "    return 2.0 ** (-(4 * h - 3)) * (2.0 if h == 2 else 1.0)",
-        ("thm1_attributes", "thm3_summary"), ("thm1.i", "thm3.count")),
+        ("thm1_attributes", "thm2_similarity", "thm3_summary"), ("thm1.i", "thm1.ii", "thm2.ii", "thm3.count")),
     Mutation(
         "erasure_sqrt", "erasure rescale √(d/d') instead of d/d'",
         "sketchsim/theory.py", "    return d / _keep(d, keep)",
         "    return math.sqrt(d / _keep(d, keep))",
-        ("erasure",), ("erasure",)),
+        ("erasure",), ("erasure", "erasure.path", "erasure.count", "erasure.similarity")),
     Mutation(
         "thm2_prediction_x2", "the Theorem 2 prediction (expected dot product) doubled",
         "sketchsim/theory.py", "    return total\n",
@@ -89,6 +90,11 @@ MUTATIONS = (
         "sketchsim/theory.py", "    return 2.0 ** (-(4 * h - 7))",
         "    return 2.0 ** (-(4 * h - 6))",
         ("unrolling",), ("unrolling",)),
+    Mutation(
+        "parity_bit_flipped", "a flipped parity bit (f'_m) in the matrix signature of D(b, q, d)",
+        "sketchsim/_matrix_kernels.py", "blk_sign[p, t + 1 + nbits] = fc * fm * sm0",
+        "blk_sign[p, t + 1 + nbits] = -fc * fm * sm0",
+        ("thm4_dictlearn",), ("thm4", "thm4.prediction")),
 )
 
 
@@ -118,6 +124,15 @@ def _env(src):
     return env
 
 
+def _baseline_verdicts(path, experiments):
+    """{"claim|family|depth": verdict} of the baselines of ``experiments``."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    out = {}
+    for exp in experiments:
+        out.update(data.get(exp, {}).get("claims", {}))
+    return out
+
+
 def run_one(m, jobs, workdir):
     src = workdir / "src"
     out = workdir / "out"
@@ -139,14 +154,18 @@ def run_one(m, jobs, workdir):
     rec = {"mutation": m.name, "description": m.description, "file": m.file, "experiments": list(m.experiments),
            "expect": list(m.expect), "verify_exit": v.returncode}
     caught_claims = []
+    base = _baseline_verdicts(src / "results" / "baselines.json", m.experiments)
     if v.returncode == 0:
         doc = json.loads((out / "verdicts.json").read_text(encoding="utf-8"))
+        flipped = []
         for c in doc["claims"]:
-            if c["verdict"] == "not consistent":
-                caught_claims.append(f"{c['claim']} [{c['family'] or 'all'}, depth {c['depth']}]")
+            cid = f"{c['claim']}|{c['family'] or 'all'}|{'-' if c['depth'] is None else c['depth']}"
+            if c["verdict"] == "not consistent" and base.get(cid) != "not consistent":
+                flipped.append(c)
+                caught_claims.append(f"{c['claim']} [{c['family'] or 'all'}, depth {c['depth']}] "
+                                     f"(was {base.get(cid, 'absent')})")
         rec["not_consistent"] = caught_claims
-        rec["expected_caught"] = {e: any(c["claim"] == e and c["verdict"] == "not consistent"
-                                         for c in doc["claims"]) for e in m.expect}
+        rec["expected_caught"] = {e: any(c["claim"] == e for c in flipped) for e in m.expect}
     else:
         rec["verify_stderr"] = v.stderr[-2000:]
         rec["expected_caught"] = {e: False for e in m.expect}
@@ -165,7 +184,7 @@ def _markdown(records):
              "Deliberate bugs applied one at a time to a copy of the code; the quick profile (base seed 0) of "
              "the affected studies is run and `sketchsim check --from` compares it with "
              "`results/baselines.json`. Written by `python tests/mutation_suite.py`.", "",
-             "| mutation | file | expected claims | caught | `check` exit | claims reading \"not consistent\" | s |",
+             "| mutation | file | expected claims | caught | `check` exit | verdicts turned \"not consistent\" | s |",
              "|---|---|---|---|---|---|---|"]
     for r in records:
         exp = ", ".join(f"`{k}` {'✓' if v else '✗'}" for k, v in r["expected_caught"].items())

@@ -254,7 +254,9 @@ def write_report(results_dir="results", figures_dir="paper_figs", profile=None, 
               f"ratio within a factor {math.exp(C.FACTOR_TOL):.2f} (inconclusive when its interval "
               f"cannot tell a factor 2); a bias slope of estimate on truth within ±{C.SLOPE_TOL} of 1. "
               "A headline is consistent only when every paper family and depth is consistent or "
-              "inconclusive with its reason; the families that disagree are named.", "",
+              "inconclusive with its reason; the families that disagree are named. A claim ending in "
+              "`.noise` judges THEORY.md §2.4's noise constant ‖s‖/(c_h w √d) — derived for orthonormal "
+              "matrices — not a statement of the paper, which gives rates only.", "",
               "| experiment | claim | verdict | headline |", "|---|---|---|---|"]
     sections = []
     for mod, df, cl in computed:
