@@ -584,3 +584,28 @@ def test_sigkill_midway_loses_and_redoes_nothing_finished(tmp_path, executor, jo
     assert clean.done == n_total
     a, b = read_results(fx, res), read_results(fx, tmp_path / "clean")
     pd.testing.assert_frame_equal(a[exact_columns(a)], b[exact_columns(b)], check_exact=True)
+
+
+def test_git_dirty_counts_code_not_outputs(tmp_path):
+    """Rewriting results/ or paper_figs/ (what a sweep does) is not a dirty tree; changed code is."""
+    import subprocess
+
+    from sketchsim.harness.sweep import _git_info
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
+                       env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+    for rel in ("code.py", "results/a.csv", "paper_figs/f.png", "sub/mod.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "init")
+    assert _git_info(tmp_path / "sub")[1] is False
+    (tmp_path / "results" / "a.csv").write_text("y\n")
+    (tmp_path / "paper_figs" / "f.png").write_text("y\n")
+    assert _git_info(tmp_path / "sub")[1] is False            # outputs only
+    (tmp_path / "code.py").write_text("y\n")
+    assert _git_info(tmp_path / "sub")[1] is True             # code changed, seen from a subfolder

@@ -592,6 +592,9 @@ _PINNED = {"done": False, "limits": None}
 def _git_info(path):
     """(commit, dirty) of the git repository holding ``path``; ("", "") when unavailable.
 
+    ``dirty``: a tracked file outside ``results/`` and ``paper_figs/`` (the outputs) differs from
+    the commit.
+
     Read-only: ``GIT_OPTIONAL_LOCKS=0`` keeps ``git status`` from refreshing the index.
     """
     env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")
@@ -601,7 +604,10 @@ def _git_info(path):
                                 capture_output=True, text=True)
         if commit.returncode != 0:
             return "", ""
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # outputs are not code: a sweep rewrites results/ and paper_figs/ as it goes, which must not
+        # mark the rows of the next study of the same run as written from a dirty tree
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                 ":(top,exclude)results", ":(top,exclude)paper_figs"],
                                 cwd=cwd, env=env, timeout=30, capture_output=True, text=True)
         dirty = "" if status.returncode != 0 else bool(status.stdout.strip())
         return commit.stdout.strip(), dirty
