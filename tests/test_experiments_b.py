@@ -95,14 +95,9 @@ def test_thm3_contract():
     assert len(sweep.plan_runs("thm3_summary", "quick")) < len(sweep.plan_runs("thm3_summary", "full"))
 
 
-@pytest.mark.parametrize("params", [
-    {"family": "hadamard", "d_sketch": 256, "depth": 3, "weight": 0.16, "n_objects": 3},
-    {"family": "gaussian", "d_sketch": 64, "depth": 2, "weight": 0.1, "n_objects": 6},
-    {"family": "block-sparse", "d_sketch": 384, "depth": 2, "weight": 0.16, "n_objects": 2, "block_size": 48,
-     "block_prob": 0.5},
-])
-def test_thm3_run_one_returns_finite_floats_and_is_deterministic(params):
-    mod = load("thm3_summary")
+
+def _deterministic_finite_metrics(mod, params):
+    """run_one's metrics: finite Python floats, bit-identical for a fixed seed, changed by another."""
     a = mod.run_one(dict(params), np.random.default_rng(123))
     b = mod.run_one(dict(params), np.random.default_rng(123))
     c = mod.run_one(dict(params), np.random.default_rng(124))
@@ -112,6 +107,17 @@ def test_thm3_run_one_returns_finite_floats_and_is_deterministic(params):
         assert math.isfinite(v), (k, v)
         assert v == b[k], k                       # bit-identical for a fixed seed
     assert a != c
+    return a
+
+@pytest.mark.parametrize("params", [
+    {"family": "hadamard", "d_sketch": 256, "depth": 3, "weight": 0.16, "n_objects": 3},
+    {"family": "gaussian", "d_sketch": 64, "depth": 2, "weight": 0.1, "n_objects": 6},
+    {"family": "block-sparse", "d_sketch": 384, "depth": 2, "weight": 0.16, "n_objects": 2, "block_size": 48,
+     "block_prob": 0.5},
+])
+def test_thm3_run_one_returns_finite_floats_and_is_deterministic(params):
+    mod = load("thm3_summary")
+    a = _deterministic_finite_metrics(mod, params)
     assert a["true_count"] == params["n_objects"]
     if params["family"] == "hadamard":            # orthonormal: the column-norm correction is the identity
         assert a["est_count"] == a["est_count_uncorrected"]
@@ -322,15 +328,7 @@ def test_thm2_contract():
 def test_thm2_run_one_returns_finite_floats_and_is_deterministic(params):
     mod = load("thm2_similarity")
     assert not mod.skip(params)[0]
-    a = mod.run_one(dict(params), np.random.default_rng(123))
-    b = mod.run_one(dict(params), np.random.default_rng(123))
-    c = mod.run_one(dict(params), np.random.default_rng(124))
-    assert a and set(a) == set(b)
-    for k, v in a.items():
-        assert type(v) is float, (k, type(v))
-        assert math.isfinite(v), (k, v)
-        assert v == b[k], k                       # bit-identical for a fixed seed
-    assert a != c
+    a = _deterministic_finite_metrics(mod, params)
     if params["part"] == "iii":
         assert a["target_depth"] == params["depth"]
         if params["graph"] == "single":

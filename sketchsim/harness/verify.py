@@ -26,11 +26,9 @@ CI check (``sketchsim check``)
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
 import json
 import math
 import os
-import pkgutil
 import platform
 import shutil
 import tempfile
@@ -40,7 +38,7 @@ import numpy as np
 
 from .._io import atomic_write_text
 from . import claims as C
-from .sweep import _ensure_experiments_importable, load_experiment, provenance, read_results, run_sweep
+from .sweep import _experiment_modules, load_experiment, provenance, read_results, run_sweep
 
 TOL_SIGMAS = 4.0
 TOL_REL_FLOOR = 0.02
@@ -58,19 +56,17 @@ def output_dirs(profile, results_root="results", figures_root="paper_figs"):
 
 # ------------------------------------------------------------------------------------ discovery
 def discover_studies():
-    """Every study of the ``experiments`` package (modules defining ``claims``), in ``ORDER``."""
-    _ensure_experiments_importable()
-    try:
-        pkg = importlib.import_module("experiments")
-    except ModuleNotFoundError:
-        return []
-    mods = []
-    for m in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
-        if m.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"experiments.{m.name}")
-        if callable(getattr(mod, "claims", None)):
-            mods.append(mod)
+    """Every study of the ``experiments`` package (experiments defining ``claims``), in ``ORDER``.
+
+    A module of the package that cannot be imported is an error here (a verification run must not
+    silently drop a study).
+    """
+    names, broken = _experiment_modules()
+    if broken:
+        raise ValueError("studies in the experiments package cannot be imported: "
+                         + "; ".join(f"{n} ({why})" for n, why in sorted(broken.items())))
+    mods = [load_experiment(n) for n in names]
+    mods = [m for m in mods if callable(getattr(m, "claims", None))]
     mods.sort(key=lambda mod: (getattr(mod, "ORDER", 1000), mod.NAME))
     return mods
 
