@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from ._io import atomic_save_npy, atomic_save_npz, available_memory_bytes
+from ._io import atomic_save_npy, atomic_save_npz, available_memory_bytes, check_allocation, check_output_path
 from .matrices import FAMILIES
 
 DUMP_LIMIT_BYTES = 4 * 2**30
@@ -23,8 +23,7 @@ DUMP_LIMIT_BYTES = 4 * 2**30
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _bank_args(p, with_seed=True):
@@ -59,9 +58,9 @@ def _run_sketch(args):
     from .graph import Graph
     from .sketch import sketch_objects
 
+    out = check_output_path(args.out, "--out", inputs=[args.graph])
     graph = Graph.from_json(args.graph, normalize=args.normalize)
     bank = _make_bank(args)
-    bank.check_graph(graph)
     names = bank.matrix_names(graph)
     if args.dump_matrices:
         d = bank.d_sketch
@@ -78,8 +77,8 @@ def _run_sketch(args):
     arrays.update({f"object/{oid}": s for oid, s in objects.items()})
     if args.dump_matrices:
         arrays.update({f"matrix/{n}": bank.dense(n) for n in names})
-    atomic_save_npz(args.out, arrays)
-    print(f"wrote {args.out}: overall sketch (d={bank.d_sketch}, ‖s‖₂={np.linalg.norm(overall):.4g}), "
+    atomic_save_npz(out, arrays, name="--out", inputs=[args.graph])
+    print(f"wrote {out}: overall sketch (d={bank.d_sketch}, ‖s‖₂={np.linalg.norm(overall):.4g}), "
           f"{len(objects)} object sketches" + (f", {len(names)} matrices" if args.dump_matrices else ""))
 
 
@@ -97,15 +96,13 @@ def _add_matrix(sub):
 def _run_matrix(args):
     from .matrices import parse_name
 
+    check_output_path(args.out, "--out")
     parse_name(args.name)
-    d = args.d_sketch
-    avail = available_memory_bytes()
-    if d > 0 and avail is not None and 8 * d * d > avail // 2:
-        raise ValueError(f"--d-sketch={d} gives a dense matrix of {8 * d * d / 2**30:.1f} GiB, more than half "
-                         f"the available memory ({avail / 2**30:.1f} GiB)")
     bank = _make_bank(args)
+    d = bank.d_sketch
+    check_allocation("--d-sketch", d, 16 * d * d, "the dense d×d float64 matrix (and its copy for writing)")
     R = bank.dense(args.name)
-    atomic_save_npy(args.out, R)
+    atomic_save_npy(args.out, R, name="--out")
     print(f"wrote {args.out}: {args.family} matrix {args.name!r}, shape {R.shape}")
 
 
@@ -238,8 +235,6 @@ def _run_check(args):
         explain(results_root=args.baselines_dir)
         return
     if args.update_baselines:
-        if args.spread_seeds < 2:
-            raise ValueError(f"--spread-seeds must be at least 2 to measure a spread; got {args.spread_seeds}")
         update_baselines(n_seeds=args.spread_seeds, jobs=args.jobs, executor=args.executor, quiet=args.quiet,
                          results_root=args.baselines_dir, experiments=exps)
         return
@@ -298,12 +293,8 @@ def _add_learn_dictionary(sub):
 def _run_learn_dictionary(args):
     from .dictlearn import recover
 
-    try:
-        samples = np.load(args.samples, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"SAMPLES.npy could not be read as a .npy array ({args.samples}): {exc}") from None
-    if not isinstance(samples, np.ndarray):
-        raise ValueError(f"SAMPLES.npy must be a single .npy array of shape (S, d); got {args.samples}")
+    check_output_path(args.out, "--out", inputs=[args.samples])
+    samples = _load_samples(args.samples)
     res = recover(samples, args.block_size, args.block_prob, hypercube_tol=args.hypercube_tol,
                   count_frac=args.count_frac, hamming_tol=args.hamming_tol, levels=args.levels)
     n, d = res.n_columns, res.d
@@ -312,9 +303,47 @@ def _run_learn_dictionary(args):
     if avail is not None and need > avail:
         raise ValueError(f"column_values ({n} columns × d={d} float64) needs {need / 2**30:.2f} GiB, more "
                          f"than the available memory ({avail / 2**30:.2f} GiB)")
-    atomic_save_npz(args.out, res.arrays())
+    atomic_save_npz(args.out, res.arrays(), name="--out", inputs=[args.samples])
     print(f"wrote {args.out}: {res.n_matrices} matrices, {n} columns, {res.n_coefficients} coefficients "
           f"from {samples.shape[0]} samples (d={d}, levels={len(res.levels)})")
+
+
+def _load_samples(path):
+    """Read SAMPLES.npy after checking its header: a 2-d real array that fits in memory."""
+    from numpy.lib import format as npy
+
+    what = f"SAMPLES.npy ({path!r})"
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise ValueError(f"{what} could not be read: {exc.strerror}") from None
+    with fh:
+        try:
+            version = npy.read_magic(fh)
+            reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = reader(fh)
+        except (ValueError, OSError, SyntaxError, TypeError, EOFError):
+            raise ValueError(f"{what} must be a .npy array file (numpy.save); this file has no valid .npy "
+                             "header") from None
+        header_end = fh.tell()
+        size = os.fstat(fh.fileno()).st_size
+    if dtype.hasobject or dtype.kind not in "iuf" or dtype.fields is not None:
+        kinds = {"b": "booleans", "c": "complex numbers", "U": "strings", "S": "bytes", "M": "datetimes",
+                 "m": "time deltas", "V": "structured records", "O": "Python objects (pickled)"}
+        raise ValueError(f"{what} must hold real numbers (integer or float dtype); got "
+                         f"{kinds.get(dtype.kind, 'dtype')} (dtype {dtype})")
+    if len(shape) != 2 or shape[1] == 0:
+        raise ValueError(f"{what} must be a 2-d array of shape (S, d) with d ≥ 1; got shape {shape}")
+    n_items = int(np.prod(shape, dtype=object))
+    need = n_items * dtype.itemsize
+    if size - header_end < need:
+        raise ValueError(f"{what} is truncated: its header declares shape {shape} of {dtype} ({need} bytes) but "
+                         f"the file holds {size - header_end} bytes of data")
+    check_allocation("SAMPLES.npy shape", shape, n_items * 8 * 3, "the samples in float64, with working copies")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{what} could not be read: {exc}") from None
 
 
 COMMANDS = {
@@ -344,14 +373,35 @@ def _format_warning(message, category, filename, lineno, line=None):
     return f"sketchsim: warning: {message}\n"
 
 
+def _check_common(args):
+    """Integer options shared by several commands: refuse negative seeds, zero jobs, … up front."""
+    from ._validation import check_int
+
+    for attr, minimum in (("seed", 0), ("jobs", 1), ("reps", 1), ("d_sketch", 1), ("block_size", 1),
+                          ("spread_seeds", 2), ("levels", 1)):
+        value = getattr(args, attr, None)
+        if value is not None:
+            check_int("--" + attr.replace("_", "-"), value, minimum=minimum)
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 2000 else text[:1990] + " …"
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.formatwarning = _format_warning
     try:
+        _check_common(args)
         COMMANDS[args.command][1](args)
     except (ValueError, OSError, RuntimeError, ModuleNotFoundError) as exc:
-        print(f"sketchsim {args.command}: error: {exc}", file=sys.stderr)
+        print(f"sketchsim {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"sketchsim {args.command}: error: out of memory (the inputs need more memory than this process "
+              "may allocate; use smaller sizes)", file=sys.stderr)
         return 2
     except _CheckFailed as exc:
         print(f"sketchsim {args.command}: {exc}", file=sys.stderr)

@@ -77,9 +77,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_int
+from ._validation import check_int, check_name
 from .matrices import MatrixBank, module_name, tuple_name
-from .theory import depth_constant, erasure_rescale, object_sketch_constant
+from .theory import check_depth, depth_constant, erasure_rescale, object_sketch_constant
 
 __all__ = [
     "attributes",
@@ -252,9 +252,19 @@ def _sketch(s, bank):
     return np.ascontiguousarray(arr[None, :] if single else arr), single, factor
 
 
-def _check_module(module):
-    if not isinstance(module, str) or not module:
-        raise ValueError(f"module must be a nonempty string (a module name); got {module!r}")
+def _check_module(module, bank=None, graph=None):
+    """A module name; with a bank that has sketched graphs, one of the modules it has seen.
+
+    Without ``graph=`` a decoder cannot know the sketch's modules; the bank records those of every
+    graph it checked (:attr:`MatrixBank.known_modules`), so a misspelt module is refused instead
+    of decoding noise. A fresh bank (nothing sketched with it yet) knows none and accepts any name.
+    """
+    module = check_name("module", module)
+    known = None if graph is not None else getattr(bank, "known_modules", None)
+    if known and module not in known:
+        shown = ", ".join(map(repr, sorted(known)[:10])) + (" …" if len(known) > 10 else "")
+        raise ValueError(f"module must be a module of a graph sketched with this bank ({shown}); got {module!r} "
+                         "(pass graph= to check against a specific graph)")
     return module
 
 
@@ -452,13 +462,21 @@ def _e1_sq_norm(bank, module):
     return float(col @ col)
 
 
+_NOT_FINITE = ("the estimate is not finite in float64: it divides by c_h·w (depth h, weight w) or by "
+               "⟨R_{M,2} e_1, s⟩, which is zero or below float precision here; check depth, weight and module")
+
+
 def _out(X, single, length):
     if length is not None:
         X = X[:, :length]
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{_NOT_FINITE}; got {float(X[~np.isfinite(X)].flat[0])!r}")
     return X[0] if single else X
 
 
 def _scalar_out(v, single):
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{_NOT_FINITE}; got {float(np.ravel(v)[~np.isfinite(np.ravel(v))][0])!r}")
     return float(v[0]) if single else v
 
 
@@ -519,8 +537,8 @@ def attributes(s, bank, module, depth, weight=None, length=None, *, graph=None, 
     ndarray of shape (length or d,) or (B, length or d)
     """
     S, single, factor = _sketch(s, bank)
-    module = _check_module(module)
-    h = check_int("depth", depth, minimum=2)
+    module = _check_module(module, bank, graph)
+    h = check_depth(depth)
     c = depth_constant(h)
     L = _check_length(length, bank.d_sketch)
     w = None if weight is None else _check_weight(weight, S.shape[0], single)
@@ -530,7 +548,8 @@ def attributes(s, bank, module, depth, weight=None, length=None, *, graph=None, 
     if w is None:
         X = _self_normalised(X, S, bank, module, [op], None, column_norm)
     else:
-        X = X * (factor / (c * w))
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # refused by _out
+            X = X * (factor / (c * w))
         if _correct([op], column_norm):
             X = _divide_columns(X, _column_sq_norms(op, X.shape[1]))
     return _out(X, single, L)
@@ -573,8 +592,8 @@ def attributes_on_path(s, bank, path, module, weight=None, length=None, *, graph
     """
     S, single, factor = _sketch(s, bank)
     path = _check_path(path)
-    module = _check_module(module)
-    h = len(path) + 1
+    module = _check_module(module, bank, graph)
+    h = check_depth(len(path) + 1, "len(path) + 1 (the depth)")
     L = _check_length(length, bank.d_sketch)
     w = None if weight is None else _check_weight(weight, S.shape[0], single)
     _graph_checks(graph, module, h, path)
@@ -587,7 +606,8 @@ def attributes_on_path(s, bank, path, module, weight=None, length=None, *, graph
     if w is None:
         X = _self_normalised(X, T, bank, module, ops, ops[:-1], column_norm)
     else:
-        X = X * (factor / (depth_constant(h) * w))
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # refused by _out
+            X = X * (factor / (depth_constant(h) * w))
         if _correct(ops, column_norm):
             X = _divide_columns(X, _word_column_sq_norms(ops, X.shape[1]))
     return _out(X, single, L)
@@ -622,13 +642,14 @@ def count(s, bank, module, depth, weight, *, graph=None, column_norm=None):
     float, or ndarray of shape (B,)
     """
     S, single, factor = _sketch(s, bank)
-    module = _check_module(module)
-    h = check_int("depth", depth, minimum=2)
+    module = _check_module(module, bank, graph)
+    h = check_depth(depth)
     if weight is None:
         raise ValueError("weight must be a positive finite number (w*, Theorem 3 needs it); got None")
     w = _check_weight(weight, S.shape[0], single)
     _graph_checks(graph, module, h)
-    n = (S @ _e1_image(bank, module)) * factor / (depth_constant(h) * np.ravel(w))
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):      # refused by _scalar_out
+        n = (S @ _e1_image(bank, module)) * factor / (depth_constant(h) * np.ravel(w))
     if _correct([bank.get(module_name(module, 2))], column_norm):
         e_norm = _e1_sq_norm(bank, module)
         n = n / (e_norm if e_norm > 0 else 1.0)
@@ -695,7 +716,7 @@ def mean_attributes(s, bank, module, length=None, *, graph=None, column_norm=Non
     ndarray of shape (length or d,) or (B, length or d)
     """
     S, single, _ = _sketch(s, bank)
-    module = _check_module(module)
+    module = _check_module(module, bank, graph)
     L = _check_length(length, bank.d_sketch)
     _graph_checks(graph, module)
     op = bank.get(module_name(module, 1))
@@ -738,12 +759,12 @@ def object_sketch(s, bank, path, weight=None, module=None, *, graph=None):
     """
     S, single, factor = _sketch(s, bank)
     path = _check_path(path)
-    h = len(path) + 1
+    h = check_depth(len(path) + 1, "len(path) + 1 (the depth)")
     if weight is None and module is None:
         raise ValueError("weight must be given (w_path), or module for the self-normalised form; got "
                          "weight=None and module=None")
     if module is not None:
-        module = _check_module(module)
+        module = _check_module(module, bank, graph)
     w = None if weight is None else _check_weight(weight, S.shape[0], single)
     _graph_checks(graph, module, h if module is not None else None, path)
     T = _apply_t(bank, path_word(path), S)
@@ -751,8 +772,9 @@ def object_sketch(s, bank, path, weight=None, module=None, *, graph=None):
         probe = bank.get(tuple_name(1)).apply(_e1_image(bank, module))      # R_1 R_{M,2} e_1
         T = T / (16.0 * (T @ probe))[:, None]
     else:
-        T = T * (factor / (object_sketch_constant(h) * w))
-    return T[0] if single else T
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # refused by _out
+            T = T * (factor / (object_sketch_constant(h) * w))
+    return _out(T, single, None)
 
 
 # --------------------------------------------------------------------------- Theorem 2

@@ -47,7 +47,7 @@ import numpy as np
 from . import _dictlearn_kernels as K
 from ._io import available_memory_bytes
 from ._parallel import run_rows
-from ._validation import TheoremPreconditionWarning, check_int, min_block_size
+from ._validation import TheoremPreconditionWarning, check_float_array, check_int, check_prob, check_real, min_block_size
 
 __all__ = ["recover", "DictionaryResult", "LevelInfo", "DEFAULTS", "PAPER_COUNT_FRAC", "warm_up"]
 
@@ -58,6 +58,10 @@ DEFAULTS = {
     "levels": 1,
 }
 """Default thresholds of :func:`recover` (see its docstring for the justification of each)."""
+
+MAX_LEVELS = 64
+"""Largest ``levels`` accepted (recursion depth H of Theorem 4); recovery also stops at the first
+level that has no samples left."""
 
 PAPER_COUNT_FRAC = 0.8
 """The paper's count rule (§4.2, "0.8·q·d_sketch", typo-corrected to 0.8·q·d/b, THEORY.md §9.1):
@@ -247,12 +251,11 @@ class DictionaryResult:
 def _check_samples(samples, name="samples", shape="(S, d)", rows=None):
     """``samples`` as a C-contiguous finite float64 array of shape ``shape`` (with ``rows`` rows if
     given), or a ValueError naming ``name``, the rule and the value (first non-finite entry)."""
-    try:
-        Y = np.asarray(samples, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array of shape {shape}; got {type(samples).__name__}") from None
-    if Y.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape {shape}; got shape {Y.shape}")
+    if isinstance(samples, np.ndarray) and samples.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape {shape}; got shape {samples.shape}")
+    Y = check_float_array(name, samples, ndims=(2,), allow_empty=True, finite=False)
+    if Y.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one column (shape {shape} with d ≥ 1); got shape {Y.shape}")
     if rows is not None and Y.shape[0] != rows:
         raise ValueError(f"{name} must have one row per sketch (S={rows}); got {Y.shape[0]} rows")
     Y = np.ascontiguousarray(Y)
@@ -273,35 +276,17 @@ def _check_params(d, block_size, block_prob, hypercube_tol, count_frac, hamming_
                          f"(d={d}); got {b}")
     if d % b != 0:
         raise ValueError(f"samples.shape[1] (d) must be a multiple of block_size={b}; got d={d}")
-    q = _check_real("block_prob", block_prob)
-    if not 0.0 < q <= 1.0:
-        raise ValueError(f"block_prob must lie in (0, 1]; got {block_prob!r}")
-    tau = _check_real("hypercube_tol", hypercube_tol)
-    if not 0.0 < tau < 1.0:
-        raise ValueError(f"hypercube_tol must lie in (0, 1) (at 1 a rounded entry may be 0); got {hypercube_tol!r}")
-    frac = _check_real("count_frac", count_frac)
-    if not 0.0 < frac <= 1.0:
-        raise ValueError(f"count_frac must lie in (0, 1]; got {count_frac!r}")
+    q = check_prob("block_prob", block_prob)
+    tau = check_real("hypercube_tol", hypercube_tol, 0.0, 1.0, low_open=True, high_open=True)
+    frac = check_prob("count_frac", count_frac)
     t = b // 3
     hmax = (t - 1) // 4
     h = check_int("hamming_tol", hamming_tol, minimum=0)
     if h > hmax:
         raise ValueError(f"hamming_tol must lie in [0, ⌊(b/3 − 1)/4⌋] = [0, {hmax}] so that distinct "
                          f"matrix signatures stay apart (b={b}); got {h}")
-    lv = check_int("levels", levels, minimum=1)
+    lv = check_int("levels", levels, minimum=1, maximum=MAX_LEVELS)
     return b, q, tau, frac, h, lv
-
-
-def _check_real(name, value):
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a real number; got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number; got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite; got {value!r}")
-    return v
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -733,7 +718,7 @@ def recover(samples, block_size, block_prob, *, hypercube_tol=DEFAULTS["hypercub
         infos.append(LevelInfo(**info))
         recs.append(rec)
         coefs.append(coef)
-        if level == n_levels:
+        if level == n_levels or coef["sample"].size == 0:
             break
         # 10. next level: one sample per (sample, label) with a nonzero coefficient vector
         corder, starts, inv = _group([coef["sample"], coef["label"]])

@@ -14,6 +14,7 @@ JSON form (input order is the tuple position: the first input is position 1)::
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import warnings
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from functools import cached_property
 import numpy as np
 
 from ._rng import check_random_state
-from ._validation import TheoremPreconditionWarning
+from ._validation import (TheoremPreconditionWarning, check_bool, check_choice, check_float_array, check_int,
+                          check_name, check_real, show)
 
 __all__ = ["Graph", "GraphWarning", "random_network", "fixed_tree_values", "WEIGHT_TOL", "UNIT_TOL"]
 
@@ -54,7 +56,7 @@ def validate_weights(name, w):
 
     ``w`` may be ``(k,)`` or batched ``(B, k)``.
     """
-    w = np.asarray(w, dtype=np.float64)
+    w = check_float_array(f"weights of {name}", w, ndims=(1, 2), allow_empty=True, finite=False)
     if not np.all(np.isfinite(w)):
         raise ValueError(f"weights of {name} must be finite; got {_fmt(w[~np.isfinite(w)].flat[0])}")
     if np.any(w < 0):
@@ -73,10 +75,10 @@ def validate_attributes(name, x, normalize=False, d_sketch=None):
 
     ``x`` may be ``(L,)`` or batched ``(B, L)``. Returns a float64 array.
     """
-    x = np.array(x, dtype=np.float64, ndmin=1)
-    if x.ndim > 2:
-        raise ValueError(f"attributes of {name} must be a vector; got an array of shape {x.shape}")
-    if x.shape[-1] == 0:
+    if isinstance(x, (numbers.Number, np.generic)) or (isinstance(x, np.ndarray) and x.ndim == 0):
+        raise ValueError(f"attributes of {name} must be a vector (a list of numbers); got the scalar {show(x)}")
+    x = np.array(check_float_array(f"attributes of {name}", x, ndims=(1, 2), allow_empty=True, finite=False))
+    if x.shape[-1] == 0 or x.size == 0:
         raise ValueError(f"attributes of {name} must be a nonempty vector; got length 0")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"attributes of {name} must be finite; got {_fmt(x[~np.isfinite(x)].flat[0])}")
@@ -86,11 +88,13 @@ def validate_attributes(name, x, normalize=False, d_sketch=None):
         raise ValueError(
             f"attributes of {name} must not be longer than d_sketch={d_sketch}; got length {x.shape[-1]}"
         )
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
     if normalize:
-        if np.any(norm == 0):
+        peak = np.max(x, axis=-1, keepdims=True)
+        if np.any(peak == 0):
             raise ValueError(f"attributes of {name} cannot be normalised: the vector is all zeros")
-        return x / norm
+        x = x / peak                     # first scale by the largest entry: subnormal vectors normalise too
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
     if np.any(np.abs(norm - 1.0) > UNIT_TOL):
         bad = float(norm.flat[np.argmax(np.abs(norm - 1.0))])
         raise ValueError(
@@ -135,6 +139,7 @@ class Graph:
     """
 
     def __init__(self, objects, output, normalize=False):
+        normalize = check_bool("normalize", normalize)
         if not isinstance(objects, (list, tuple)):
             raise ValueError(f"objects must be a list of objects; got {type(objects).__name__}")
         if not isinstance(output, (list, tuple)):
@@ -149,14 +154,10 @@ class Graph:
             for key in ("id", "module", "attributes"):
                 if key not in obj:
                     raise ValueError(f"objects[{pos}] must have the field {key!r}; got fields {sorted(obj)}")
-            oid = obj["id"]
-            if not isinstance(oid, str) or not oid:
-                raise ValueError(f"objects[{pos}].id must be a nonempty string; got {oid!r}")
+            oid = check_name(f"objects[{pos}].id", obj["id"])
             if oid in specs:
                 raise ValueError(f"object ids must be unique; got the id {oid!r} twice")
-            module = obj["module"]
-            if not isinstance(module, str) or not module:
-                raise ValueError(f"module of object {oid!r} must be a nonempty string; got {module!r}")
+            module = check_name(f"module of object {oid!r}", obj["module"])
             x = validate_attributes(f"object {oid!r}", obj["attributes"], normalize=normalize)
             if x.ndim != 1:
                 raise ValueError(f"attributes of object {oid!r} must be a vector; got shape {x.shape}")
@@ -200,11 +201,10 @@ class Graph:
         for k, item in enumerate(inputs):
             if not isinstance(item, dict) or "id" not in item or "weight" not in item:
                 raise ValueError(
-                    f"input {k + 1} of {owner} must be {{'id': ..., 'weight': ...}}; got {item!r}")
-            w = item["weight"]
-            if isinstance(w, bool) or not isinstance(w, (int, float, np.floating, np.integer)):
-                raise ValueError(f"weight of input {k + 1} of {owner} must be a number; got {w!r}")
-            parsed.append((item["id"], float(w)))
+                    f"input {k + 1} of {owner} must be {{'id': ..., 'weight': ...}}; got {show(item)}")
+            cid = check_name(f"id of input {k + 1} of {owner}", item["id"])
+            w = check_real(f"weight of input {k + 1} of {owner}", item["weight"])
+            parsed.append((cid, w))
         validate_weights(owner, np.array([w for _, w in parsed], dtype=np.float64))
         return parsed
 
@@ -351,14 +351,18 @@ class Graph:
         """Every index path (1-based input positions from the output down) that reaches the object."""
         target = self._idx(object_id)
         result = []
-
-        def walk(children, prefix):
-            for pos, c in enumerate(children, start=1):
-                if c == target:
-                    result.append(prefix + [pos])
-                walk(self.inputs[c][0], prefix + [pos])
-
-        walk(self.output[0], [])
+        # iterative depth-first walk (no recursion limit on deep chains), same order as recursion
+        stack = [(self.output[0], 0, [])]
+        while stack:
+            children, k, prefix = stack.pop()
+            if k >= len(children):
+                continue
+            stack.append((children, k + 1, prefix))
+            c = int(children[k])
+            path = prefix + [k + 1]
+            if c == target:
+                result.append(path)
+            stack.append((self.inputs[c][0], 0, path))
         return result
 
     # ------------------------------------------------------------------ scheduling
@@ -410,12 +414,20 @@ class Graph:
                 text = fh.read()
         except OSError as exc:
             raise ValueError(f"graph file {path!r} cannot be read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"graph file {path!r} must be UTF-8 text (JSON); byte {exc.object[exc.start]:#04x} at "
+                             f"offset {exc.start} is not UTF-8") from None
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(
                 f"graph file {path!r} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
             ) from None
+        except RecursionError:
+            raise ValueError(f"graph file {path!r} must be a JSON graph; got lists or objects nested too deeply "
+                             "to read") from None
+        except ValueError as exc:            # e.g. an integer literal of more than 4300 digits
+            raise ValueError(f"graph file {path!r} could not be read as JSON: {exc}") from None
         return cls.from_dict(obj, normalize=normalize)
 
     def to_json(self, path):
@@ -436,6 +448,22 @@ def _random_weights(rng, k, kind):
         return np.full(k, 1.0 / k)
     w = rng.dirichlet(np.ones(k))
     return w / max(1.0, w.sum())
+
+
+MAX_GENERATED_DEPTH = 64
+"""Deepest network :func:`random_network` draws (object levels)."""
+
+
+def _int_range(name, value):
+    """An int k or an inclusive range (lo, hi) of ints ≥ 1, as (lo, hi)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an integer or a pair (low, high); got {show(value)}")
+        lo = check_int(f"{name}[0]", value[0], minimum=1)
+        hi = check_int(f"{name}[1]", value[1], minimum=lo)
+        return lo, hi
+    k = check_int(name, value, minimum=1)
+    return k, k
 
 
 def random_network(depth=3, fan_in=(1, 3), modules_per_level=2, attr_dim=8, n_top=None,
@@ -467,8 +495,14 @@ def random_network(depth=3, fan_in=(1, 3), modules_per_level=2, attr_dim=8, n_to
     Graph
     """
     rng = check_random_state(random_state)
-    lo, hi = (fan_in, fan_in) if np.isscalar(fan_in) else fan_in
-    alo, ahi = (attr_dim, attr_dim) if np.isscalar(attr_dim) else attr_dim
+    depth = check_int("depth", depth, minimum=1, maximum=MAX_GENERATED_DEPTH)
+    lo, hi = _int_range("fan_in", fan_in)
+    alo, ahi = _int_range("attr_dim", attr_dim)
+    modules_per_level = check_int("modules_per_level", modules_per_level, minimum=1)
+    if n_top is not None:
+        n_top = check_int("n_top", n_top, minimum=1)
+    share_prob = check_real("share_prob", share_prob, 0.0, 1.0)
+    check_choice("weights", weights, ("random", "uniform"))
     dims = {}
     objects = []
 
@@ -512,7 +546,8 @@ def fixed_tree_values(graph, n_inputs, random_state=None, vary_weights=True):
     or the graph's own weights repeated when ``vary_weights`` is False).
     """
     rng = check_random_state(random_state)
-    B = int(n_inputs)
+    B = check_int("n_inputs", n_inputs, minimum=1)
+    vary_weights = check_bool("vary_weights", vary_weights)
     attrs = {oid: _unit_nonneg(rng, (B, len(graph.attributes[i]))) for i, oid in enumerate(graph.ids)}
 
     def draw(w):

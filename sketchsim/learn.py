@@ -77,7 +77,7 @@ from scipy import stats
 from scipy.optimize import least_squares, nnls
 
 from ._rng import check_random_state
-from ._validation import TheoremPreconditionWarning, check_choice, check_int
+from ._validation import TheoremPreconditionWarning, check_choice, check_int, check_real
 from .dictlearn import _check_samples, recover
 from .graph import Graph
 from .matrices import MatrixBank
@@ -117,17 +117,7 @@ def _unit_rows(X):
 
 
 def _check_real(name, value, lo=None, hi=None, lo_open=False, hi_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite real number; got {value!r}")
-    v = float(value)
-    bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
-    bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
-    if bad_lo or bad_hi:
-        lb = "(" if lo_open else "["
-        rb = ")" if hi_open else "]"
-        raise ValueError(f"{name} must lie in {lb}{'-inf' if lo is None else lo}, "
-                         f"{'inf' if hi is None else hi}{rb}; got {value!r}")
-    return v
+    return check_real(name, value, lo, hi, low_open=lo_open, high_open=hi_open)
 
 
 # ============================================================================ theory helpers

@@ -26,10 +26,10 @@ import re
 import numpy as np
 
 from . import _matrix_kernels as K
-from ._io import available_memory_bytes
+from ._io import check_allocation
 from ._parallel import run_rows
 from ._rng import check_seed, name_generator, name_key
-from ._validation import TheoremPreconditionWarning, check_block_params, check_choice, check_int
+from ._validation import TheoremPreconditionWarning, check_block_params, check_choice, check_int, show
 
 __all__ = ["FAMILIES", "MatrixBank", "module_name", "tuple_name", "parse_name",
            "DenseOperator", "BlockSparseOperator", "HadamardOperator", "ZeroOperator"]
@@ -48,15 +48,20 @@ def tuple_name(i):
     return f"tuple/{int(i)}"
 
 
-_NAME_RE = re.compile(r"^(?:tuple/([1-9][0-9]*)|module/(.+)/([012]))$")
+_NAME_RE = re.compile(r"tuple/([1-9][0-9]*)|module/(.+)/([012])")
 
 
 def parse_name(name):
-    """``("tuple", i)`` or ``("module", M, k)``; raises for anything else."""
-    m = _NAME_RE.match(name) if isinstance(name, str) else None
-    if not m:
+    """``("tuple", i)`` or ``("module", M, k)``; raises for anything else.
+
+    The module name M follows :func:`sketchsim._validation.check_name` (printable, at most 256
+    characters; ``/`` allowed, since k is parsed from the end).
+    """
+    m = _NAME_RE.fullmatch(name) if isinstance(name, str) else None
+    if not m or (m.group(2) is not None and (not m.group(2).isprintable() or len(m.group(2)) > 256)):
         raise ValueError(
-            f"matrix name must be 'tuple/<i>' (i ≥ 1) or 'module/<M>/<k>' (k in 0, 1, 2); got {name!r}")
+            f"matrix name must be 'tuple/<i>' (i ≥ 1) or 'module/<M>/<k>' (k in 0, 1, 2; M printable, at most "
+            f"256 characters); got {show(name)}")
     if m.group(1):
         return ("tuple", int(m.group(1)))
     return ("module", m.group(2), int(m.group(3)))
@@ -300,18 +305,31 @@ class MatrixBank:
                                      f"with family {family!r}")
             self.block_size = self.block_prob = None
         if family == "hadamard" and d & (d - 1):
-            raise ValueError(f"d_sketch must be a power of two for family 'hadamard'; got {d}")
-        if family in DENSE_FAMILIES:
-            need = 8 * d * d
-            avail = available_memory_bytes()
-            if avail is not None and need > avail:
-                raise ValueError(
-                    f"d_sketch={d} is too large for the dense family {family!r}: one matrix needs "
-                    f"{need / 2**30:.1f} GiB and {avail / 2**30:.1f} GiB is available; use 'hadamard' "
-                    "or 'block-sparse'")
+            raise ValueError(f"d_sketch must be a power of two for family 'hadamard'; got {show(d)}")
+        check_allocation("d_sketch", d, self.matrix_nbytes(), f"one {family} matrix of d={show(d)}")
         self._cache = {}
         self._overrides = {}
         self._default = None
+        self.known_modules = set()
+        """Modules of every graph checked against (sketched with) this bank: decoders given no
+        ``graph=`` refuse other module names once this is nonempty."""
+
+    def matrix_nbytes(self):
+        """Bytes one matrix of this bank needs while drawn and applied (the size guard's estimate).
+
+        Dense families: the d×d float64 matrix and the QR workspace; hadamard: signs, the
+        permutation and work vectors (O(d)); block-sparse: q·d²/b stored blocks of b float64
+        entries each, plus their indices.
+        """
+        d = self.d_sketch
+        if self.family in DENSE_FAMILIES:
+            return 16 * d * d
+        if self.family == "hadamard":
+            return 64 * d
+        try:
+            return float(self.block_prob) * 9.0 * float(d) * float(d) + 64.0 * d
+        except OverflowError:
+            return math.inf
 
     # ------------------------------------------------------------------ construction of one matrix
     def __getitem__(self, name):
@@ -362,7 +380,10 @@ class MatrixBank:
 
     # ------------------------------------------------------------------ checks and variants
     def check_graph(self, graph):
-        """Raise if the graph cannot be sketched with this bank (attribute length, N vs b)."""
+        """Raise if the graph cannot be sketched with this bank (attribute length, N vs b).
+
+        Records the graph's modules in :attr:`known_modules`.
+        """
         longest = max(len(x) for x in graph.attributes)
         if longest > self.d_sketch:
             oid = graph.ids[int(np.argmax([len(x) for x in graph.attributes]))]
@@ -377,6 +398,7 @@ class MatrixBank:
                     f"q·d/b = {self.block_prob * self.d_sketch / self.block_size:.2g} < 4: many columns "
                     "of D(b, q, d) have no nonzero block (THEORY.md §3)", TheoremPreconditionWarning,
                     stacklevel=3)
+        self.known_modules.update(graph.modules)
 
     def replaced(self, overrides=None, default=None):
         """A bank with some matrices replaced: for ablations and exactness tests.
@@ -391,6 +413,7 @@ class MatrixBank:
         new.__dict__.update(self.__dict__)
         new._cache = {}
         new._overrides = dict(self._overrides)
+        new.known_modules = set(self.known_modules)
         for name, mat in (overrides or {}).items():
             parse_name(name)
             if isinstance(mat, _Operator):

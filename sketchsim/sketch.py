@@ -18,12 +18,14 @@ so each matrix product has B times more rows.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
 import numpy as np
 from numba import njit
 
 from ._parallel import run_rows
-
+from ._validation import check_bool, show
 from .graph import Graph, validate_attributes, validate_weights
 from .matrices import MatrixBank, module_name, tuple_name
 
@@ -349,6 +351,12 @@ def sketch_batch(graph, bank, attributes=None, weights=None, output_weights=None
     objects : dict of object id -> ndarray of shape (B, d_sketch), only if ``return_objects``
     """
     _check_inputs(graph, bank)
+    for key, table in (("attributes", attributes), ("weights", weights)):
+        if table is not None and not isinstance(table, Mapping):
+            raise ValueError(f"{key} must be a dict of object id -> array of shape (B, …) or None; got "
+                             f"{type(table).__name__} {show(table)}")
+    normalize = check_bool("normalize", normalize)
+    return_objects = check_bool("return_objects", return_objects)
     B = _batch_size(attributes, weights, output_weights)
     d = bank.d_sketch
     plan = _plan(graph)

@@ -38,19 +38,28 @@ __all__ = [
 ]
 
 
+MAX_DEPTH = 256
+"""Deepest object depth h the estimators accept: c_h = 2^{-(4h-3)} must stay a normal float64."""
+
+
+def check_depth(depth, name="depth"):
+    """An object depth h: an integer in 2..:data:`MAX_DEPTH` (paper §2.2: the output has h = 1)."""
+    return check_int(name, depth, minimum=2, maximum=MAX_DEPTH)
+
+
 def depth_constant(depth):
     """c_h = 2^{-(4h-3)}: the coefficient of every word carrying an object at depth h (THEORY §2.1).
 
     The identity word of object θ contributes c_h·W_θ·R_{M,1} x_θ + c_h·W_θ·R_{M,2} e_1 to
     s_overall (h = 2: 1/32, h = 3: 1/512, h = 4: 1/8192).
     """
-    h = check_int("depth", depth, minimum=2)
+    h = check_depth(depth)
     return 2.0 ** (-(4 * h - 3))
 
 
 def object_sketch_constant(depth):
     """2^{-(4h-7)}: coefficient of s_object(θ) under its all-tuple word A_obj (THEORY §2.2)."""
-    h = check_int("depth", depth, minimum=2)
+    h = check_depth(depth)
     return 2.0 ** (-(4 * h - 7))
 
 

@@ -152,7 +152,7 @@ def test_verify_report_figures_and_check_commands(tmp_path, capsys, monkeypatch,
 @pytest.mark.parametrize("argv, message", [
     (["check", "--from", "no/such/dir", "--baselines-dir", "."],
      "--from must be a directory holding a finished quick run"),
-    (["check", "--update-baselines", "--spread-seeds", "1"], "--spread-seeds must be at least 2"),
+    (["check", "--update-baselines", "--spread-seeds", "1"], "--spread-seeds must be >= 2; got 1"),
     (["check", "--baselines-dir", "{tmp}"], "baselines must exist for `sketchsim check`"),
     (["check", "--explain", "--baselines-dir", "{tmp}"], "baselines must exist"),
     (["verify", "--experiments", " , ", "--results-dir", "{tmp}"], "--experiments must list"),

@@ -33,6 +33,7 @@ MODULE_LAYER = {
     "sketchsim._validation": "core",
     "sketchsim._io": "core",
     "sketchsim._parallel": "core",
+    "sketchsim._tempfiles": "core",
     "sketchsim.decode": "decoders",
     "sketchsim.theory": "decoders",
     "sketchsim.reference": "decoders",

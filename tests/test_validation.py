@@ -40,7 +40,7 @@ BANK_CASES = [
     (dict(d_sketch=96, family="block-sparse", block_size=48, block_prob=0.0), r"block_prob must lie in \(0, 1\]; got 0.0"),
     (dict(d_sketch=96, family="block-sparse", block_size=48, block_prob=1.5), r"block_prob must lie in \(0, 1\]; got 1.5"),
     (dict(d_sketch=96, family="block-sparse", block_size=48, block_prob=-0.1), r"block_prob must lie in \(0, 1\]; got -0.1"),
-    (dict(d_sketch=96, family="block-sparse", block_size=48, block_prob=float("nan")), r"block_prob must lie in \(0, 1\]; got nan"),
+    (dict(d_sketch=96, family="block-sparse", block_size=48, block_prob=float("nan")), r"block_prob must be a finite real number; got nan"),
     (dict(d_sketch=96, family="block-sparse"), "block_size .* required"),
     (dict(d_sketch=96, family="hadamard"), "d_sketch must be a power of two for family 'hadamard'; got 96"),
     (dict(d_sketch=0, family="haar"), "d_sketch must be >= 1; got 0"),
@@ -48,7 +48,7 @@ BANK_CASES = [
     (dict(d_sketch=64, family="orthogonal"), "family must be one of .*got 'orthogonal'"),
     (dict(d_sketch=64, family="haar", block_size=48), "block_size applies only to family 'block-sparse'"),
     (dict(d_sketch=64, family="haar", seed=-1), "seed must be a nonnegative integer; got -1"),
-    (dict(d_sketch=2 ** 20, family="haar"), "too large for the dense family"),
+    (dict(d_sketch=2 ** 20, family="haar"), r"d_sketch=1048576 is too large: one haar matrix"),
 ]
 
 
@@ -75,8 +75,8 @@ def test_block_size_rule_uses_n_from_the_graph():
 # ---------------------------------------------------------------- graph rules
 GRAPH_CASES = [
     (_graph_dict(**{"a.inputs": [{"id": "b", "weight": -0.1}]}), r"weights of object 'a' must be nonnegative; got -0.1"),
-    (_graph_dict(**{"a.inputs": [{"id": "b", "weight": float("nan")}]}), r"weights of object 'a' must be finite; got nan"),
-    (_graph_dict(**{"a.inputs": [{"id": "b", "weight": float("inf")}]}), r"weights of object 'a' must be finite; got inf"),
+    (_graph_dict(**{"a.inputs": [{"id": "b", "weight": float("nan")}]}), r"weight of input 1 of object 'a' must be a finite real number; got nan"),
+    (_graph_dict(**{"a.inputs": [{"id": "b", "weight": float("inf")}]}), r"weight of input 1 of object 'a' must be a finite real number; got inf"),
     (_graph_dict(**{"a.inputs": [{"id": "b", "weight": 0.7}, {"id": "c", "weight": 0.3 + 2e-9}]}),
      r"weights of object 'a' must sum to at most 1 \(\+1e-09\); got a sum of 1.000000002"),
     (_graph_dict(output=[{"id": "a", "weight": 1.5}]), r"weights of the output must sum to at most 1.*1.5"),
@@ -173,7 +173,7 @@ CLI_CASES = [(g, CLI_BANK, m) for g, m in GRAPH_CASES] + [
     (_graph_dict(), ["--d-sketch", "96", "--family", "block-sparse", "--seed", "1", "--block-size", "48", "--block-prob", "2"],
      r"block_prob must lie in \(0, 1\]; got 2.0"),
     (_graph_dict(), ["--d-sketch", "96", "--family", "hadamard", "--seed", "1"], "power of two"),
-    (_graph_dict(), ["--d-sketch", "0", "--family", "haar", "--seed", "1"], "d_sketch must be >= 1; got 0"),
+    (_graph_dict(), ["--d-sketch", "0", "--family", "haar", "--seed", "1"], "--d-sketch must be >= 1; got 0"),
     ('{"objects": [\n\n  {"id": ]}', CLI_BANK, "not valid JSON: .* at line 3"),
     (_graph_dict(), ["--d-sketch", "8192", "--family", "gaussian", "--seed", "1", "--dump-matrices"],
      r"--dump-matrices must fit in .* GiB"),

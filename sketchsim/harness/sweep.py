@@ -22,11 +22,13 @@ figures") with
     Called once per process before its first timed run (absorbs Numba compilation).
 
 Experiments live in the top-level ``experiments`` package, installed with sketchsim (so that Dask
-workers in any directory import the same studies); when no such package is importable, the
-``experiments/`` folder of the current directory or of the repository is used.
+workers in any directory import the same studies). It is resolved from sketchsim's own location
+(``site-packages``, or the repository of an editable install), never from the current directory: a
+local ``experiments/`` folder is never imported (see :func:`load_experiment` for the lookup order).
 ``load_experiment("thm1")`` and ``load_experiment("experiments.thm1")`` both import
-``experiments/thm1.py``; any other importable dotted module path works too. The experiments are
-found by importing the package's public modules (:func:`available_experiments`).
+``experiments/thm1.py``; any other importable dotted module path works too (its source is checked
+for the contract before it runs). The experiments are found by importing the package's public
+modules (:func:`available_experiments`).
 
 Randomness (ARCHITECTURE.md "Randomness and reproducibility")
     A run's seed is the first 8 bytes of SHA-256 of the canonical JSON of
@@ -41,8 +43,22 @@ Files under ``results_dir`` (default ``results/``)::
 
     results/<NAME>/shards/<run_id>.json   one finished run = one tidy row (written atomically)
     results/<NAME>/failures.csv           runs whose last attempt raised (absent when none)
-    results/<NAME>/last_sweep.json        the arguments and counts of the latest sweep
+    results/<NAME>/sweeps/<utc>-<pid>-<random>.json   arguments and counts of each sweep
+    results/<NAME>/last_sweep.json        the same for the sweep that finished last
+    results/<NAME>/.lock                  lock file of the read-modify-writes (never replaced)
     results/<NAME>.csv                    merged rows of the latest sweep (see :func:`merge`)
+    results/<NAME>.schema.json            its column types
+
+Concurrent sweeps of one experiment into one folder (several processes, or hosts sharing the
+folder) lose no record: shards and per-sweep manifests have names of their own; ``failures.csv``
+is changed by read-modify-writes under an exclusive ``flock`` of ``.lock``; the merged table and
+its schema are written together under the same lock (the table is the one of the sweep that merged
+last; every sweep's rows stay in the shards, see :func:`merge`). A shard that is not a finished
+run's row (unreadable JSON, ``null``, ``[]``, a string, ``{}``, a row of another run) counts as not
+finished: it is moved aside to ``<run_id>.json.corrupt`` with one :class:`CorruptShardWarning`
+naming it, and its run is recomputed. Temporary files of atomic writes left by killed processes
+(``.tmp-<pid>-…`` of a dead pid) are removed when the next sweep starts
+(:func:`sketchsim._tempfiles.remove_stale_temps`).
 
 A row holds ``experiment, run_id, p_<param>…, rep, seed, m_<metric>…, t_<theory>…, warnings,
 time_s`` and provenance (``utc_time, executor, jobs, numba_threads, blas_threads, sketchsim_version,
@@ -53,7 +69,7 @@ leaves a theorem's hypotheses on purpose) are recorded in the ``warnings`` colum
 
 Persistence happens **in the parent process** as results arrive (workers only compute and return
 a small dict), so the same code path serves serial runs, local processes, a local Dask cluster and
-a remote Dask scheduler, and only one process ever writes ``failures.csv``. A shard is written to
+a remote Dask scheduler, and only the sweep's own process writes its records. A shard is written to
 a temporary file and renamed (``os.replace``) the moment its result arrives: a sweep killed at any
 point loses at most the runs in flight, and re-running it skips every finished run (``force=True``
 redoes them). A run whose ``run_one`` (or ``theory``/``warm_up``) raises is recorded in
@@ -65,15 +81,23 @@ Executors
     thread for the duration of the sweep (as in the workers).
     ``processes``: ``ProcessPoolExecutor`` with the *spawn* start method (a forked child dies after
     an OpenMP parallel region in the parent); each worker runs with ``NUMBA_NUM_THREADS=1``,
-    ``numba.set_num_threads(1)`` and BLAS pinned to one thread by threadpoolctl.
+    ``numba.set_num_threads(1)`` and BLAS pinned to one thread by threadpoolctl. The workers end
+    with the sweep's process, however it dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)`` on Linux, a
+    thread watching the parent pid elsewhere).
     ``dask``: a ``distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True)``
     started for the sweep, or an existing cluster given by ``scheduler="tcp://HOST:PORT"``. The
+    LocalCluster's nannies live in the sweep's process and their worker processes exit when it
+    dies (distributed's own parent-alive pipe: a thread of each worker process exits it once the
+    pipe's other end is closed). The
     workers of a remote cluster must be able to import ``sketchsim`` and the experiment module
     (same code installed, or the same path on a shared file system).
 """
 from __future__ import annotations
 
+import ast
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import importlib
 import importlib.util
@@ -84,8 +108,10 @@ import numbers
 import os
 import platform as _platform
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback as _traceback
 import types
@@ -96,6 +122,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_path
+from .._tempfiles import remove_stale_temps
 
 __all__ = [
     "EXECUTORS",
@@ -114,6 +141,7 @@ __all__ = [
     "read_results",
     "read_failures",
     "provenance",
+    "CorruptShardWarning",
 ]
 
 EXECUTORS = ("serial", "processes", "dask")
@@ -140,34 +168,54 @@ _PROVENANCE_COLS = (
 
 # =============================================================================== experiments
 def _experiment_roots():
-    """Directories that may hold an ``experiments/`` package: the cwd, then this repository."""
-    roots = []
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        root = root.resolve()
-        if root not in roots:
-            roots.append(root)
-    return roots
+    """Folders that may hold the ``experiments`` package, in lookup order.
 
-
-def _ensure_experiments_importable():
-    """Make ``import experiments`` work when the package sits in the cwd or the repository root.
-
-    The root is *appended* to ``sys.path`` (installed packages keep precedence); spawned workers
-    inherit ``sys.path``.
+    Only the folder holding the ``sketchsim`` package itself: ``site-packages`` for an installed
+    sketchsim (pyproject.toml installs ``experiments`` beside it), the repository for a checkout
+    or an editable install. Never the current directory (see :func:`load_experiment`).
     """
-    if "experiments" in sys.modules:
-        return
-    try:
-        if importlib.util.find_spec("experiments") is not None:
-            return
-    except (ImportError, ValueError):
-        pass
+    return [Path(__file__).resolve().parents[2]]
+
+
+def _is_experiments_name(name):
+    return name == "experiments" or name.startswith("experiments.")
+
+
+def _experiments_package():
+    """The ``experiments`` package of sketchsim's own installation, imported once; None if absent.
+
+    The package is loaded from ``<root>/experiments/__init__.py`` for the first root of
+    :func:`_experiment_roots` that has one, and pinned in ``sys.modules``, so that
+    ``experiments.<name>`` then resolves inside that folder whatever ``sys.path`` holds (``python
+    -m`` puts the current directory first, where a local ``experiments/`` folder would otherwise
+    shadow the installed studies and be executed). A different module already imported under the
+    name ``experiments`` is dropped, with its submodules.
+    """
     for root in _experiment_roots():
-        if (root / "experiments").is_dir():
-            if str(root) not in sys.path:
-                sys.path.append(str(root))
-            importlib.invalidate_caches()
-            return
+        pkg_dir = (Path(root) / "experiments").resolve()
+        init = pkg_dir / "__init__.py"
+        if init.is_file():
+            break
+    else:
+        return None
+    mod = sys.modules.get("experiments")
+    if mod is not None:
+        paths = [os.path.realpath(p) for p in (getattr(mod, "__path__", None) or [])]
+        if paths == [str(pkg_dir)]:
+            return mod
+        for key in [k for k in sys.modules if _is_experiments_name(k)]:
+            del sys.modules[key]
+    spec = importlib.util.spec_from_file_location("experiments", init,
+                                                  submodule_search_locations=[str(pkg_dir)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["experiments"] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop("experiments", None)
+        raise
+    importlib.invalidate_caches()
+    return mod
 
 
 def _experiment_modules():
@@ -175,14 +223,13 @@ def _experiment_modules():
 
     ``names``: bare names of the modules defining ``NAME``, ``PROFILES`` and ``run_one`` (helper
     modules and stand-alone benchmarks define no ``run_one``). ``broken``: {name: "Type: message"}
-    of the modules whose import raised.
+    of the modules whose import raised. Only sketchsim's own ``experiments`` package is searched
+    (:func:`_experiments_package`).
     """
     import pkgutil
 
-    _ensure_experiments_importable()
-    try:
-        pkg = importlib.import_module("experiments")
-    except ImportError:
+    pkg = _experiments_package()
+    if pkg is None:
         return [], {}
     names, broken = [], {}
     for m in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
@@ -216,20 +263,130 @@ def _import_candidate(name):
         raise  # the experiment exists but one of its own imports is missing: show that error
 
 
+_CONTRACT = ("NAME", "PROFILES", "run_one")
+
+
+def _top_level_names(tree):
+    """Names bound at module level by ``tree`` (assignments, defs, imports, also inside top-level
+    ``if``/``try``/``with``/``for`` blocks); None when a ``from … import *`` makes it unknowable."""
+    names = set()
+
+    def targets(node):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            for elt in node.elts:
+                targets(elt)
+        elif isinstance(node, ast.Starred):
+            targets(node.value)
+
+    def visit(stmts):
+        for st in stmts:
+            if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(st.name)
+            elif isinstance(st, ast.Assign):
+                for t in st.targets:
+                    targets(t)
+            elif isinstance(st, (ast.AnnAssign, ast.AugAssign)):
+                targets(st.target)
+            elif isinstance(st, (ast.Import, ast.ImportFrom)):
+                for alias in st.names:
+                    if alias.name == "*":
+                        return False
+                    names.add(alias.asname or alias.name.split(".")[0])
+            elif isinstance(st, (ast.For, ast.AsyncFor, ast.With, ast.AsyncWith)):
+                if isinstance(st, (ast.For, ast.AsyncFor)):
+                    targets(st.target)
+                else:
+                    for item in st.items:
+                        if item.optional_vars is not None:
+                            targets(item.optional_vars)
+                if visit(st.body) is False or visit(getattr(st, "orelse", [])) is False:
+                    return False
+            elif isinstance(st, (ast.If, ast.While)):
+                if visit(st.body) is False or visit(st.orelse) is False:
+                    return False
+            elif isinstance(st, ast.Try) or type(st).__name__ == "TryStar":
+                for block in [st.body, st.orelse, st.finalbody] + [h.body for h in st.handlers]:
+                    if visit(block) is False:
+                        return False
+        return True
+
+    return names if visit(tree.body) else None
+
+
+def _import_outside_package(name):
+    """Import the module ``name`` found on ``sys.path`` (not in sketchsim's ``experiments``
+    package), or return None when it does not exist.
+
+    A module whose source visibly lacks ``NAME``, ``PROFILES`` or ``run_one`` at top level is
+    refused *before* it is executed (ValueError): importing a file runs it, and a module that is
+    about to be refused must not have run.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        spec = importlib.util.find_spec(name)
+    except ModuleNotFoundError as exc:  # a parent package is missing
+        missing = exc.name or ""
+        if missing and (name == missing or name.startswith(missing + ".")):
+            return None
+        raise
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    origin = spec.origin
+    if origin and origin.endswith(".py") and os.path.isfile(origin):
+        try:
+            with open(origin, "rb") as fh:
+                tree = ast.parse(fh.read(), filename=origin)
+        except (OSError, SyntaxError, ValueError):
+            tree = None  # importing shows the real error
+        bound = _top_level_names(tree) if tree is not None else None
+        if bound is not None:
+            missing = [a for a in _CONTRACT if a not in bound]
+            if missing:
+                raise ValueError(
+                    f"module {name!r} ({origin}) is not a sketchsim experiment: it must define "
+                    f"NAME, PROFILES and run_one(params, rng); missing {', '.join(missing)} "
+                    f"(refused without executing it)")
+    return _import_candidate(name)
+
+
 def load_experiment(name_or_module):
     """Return the experiment module named ``name_or_module`` after checking its contract.
 
     Parameters
     ----------
     name_or_module : str or module
-        ``"thm1"`` or ``"experiments.thm1"`` (a module of the top-level ``experiments/`` package),
-        any importable dotted module path, or an already imported module.
+        ``"thm1"`` or ``"experiments.thm1"`` (a module of sketchsim's ``experiments`` package), any
+        importable dotted module path, or an already imported module.
+
+    Returns
+    -------
+    module
+        The experiment module.
 
     Raises
     ------
     ValueError
         Unknown name (the message lists the available experiments), or a module that breaks the
         contract (the message names the attribute and the rule).
+
+    Notes
+    -----
+    Lookup order of a name, decided here and nowhere else:
+
+    1. ``experiments.<name>`` (or ``<name>`` itself when it starts with ``experiments.``) in the
+       ``experiments`` package installed with sketchsim, resolved from sketchsim's own location
+       (:func:`_experiment_roots`: ``site-packages`` or the repository of an editable install) —
+       never from the current directory, even when ``sys.path`` holds it (``python -m``). A local
+       ``experiments/`` folder is never imported, so none of its files runs.
+    2. Only for a name without the ``experiments.`` prefix that step 1 does not know: ``<name>`` as
+       an ordinary module on ``sys.path`` (e.g. a study outside the package, or a test fixture).
+       Its source is checked first, without executing it, for top-level ``NAME``, ``PROFILES``
+       and ``run_one``; a module lacking them is refused unexecuted.
     """
     if isinstance(name_or_module, types.ModuleType):
         mod = name_or_module
@@ -238,11 +395,14 @@ def load_experiment(name_or_module):
         if not name or not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", name) or ".." in name:
             raise ValueError(f"experiment must be a module name such as 'thm1' or "
                              f"'experiments.thm1'; got {name_or_module!r}")
-        _ensure_experiments_importable()
-        candidates = [name] if name.startswith("experiments.") else [f"experiments.{name}", name]
+        pkg = _experiments_package()
+        candidates = [name] if _is_experiments_name(name) else [f"experiments.{name}", name]
         mod = None
         for cand in candidates:
-            mod = _import_candidate(cand)
+            if _is_experiments_name(cand):
+                mod = _import_candidate(cand) if pkg is not None else None
+            else:
+                mod = _import_outside_package(cand)
             if mod is not None:
                 break
         if mod is None:
@@ -670,8 +830,56 @@ def _pin_threads():
     numba.set_num_threads(1)
 
 
-def _init_worker():
-    """Initializer of the ``processes`` executor's (spawned) workers."""
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _exit_with_parent(parent_pid, poll_s=0.5):
+    """Make this (worker) process end when process ``parent_pid``, its parent, ends.
+
+    On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` has the kernel kill this process the moment its
+    parent exits, however it dies (SIGKILL included) and even while this process is busy in
+    compiled code holding the GIL. The signal is tied to the parent *thread* that started this
+    process: the ``processes`` executor starts its workers from the thread that calls
+    :func:`run_sweep`, which outlives the pool. The parent may have died before the ``prctl`` call
+    (this process is then already re-parented): checked right after it. Elsewhere (no ``prctl``),
+    a daemon thread polls ``os.getppid()`` every ``poll_s`` seconds and exits the process when the
+    parent changed.
+
+    Parameters
+    ----------
+    parent_pid : int
+        Pid of the process that started this one (``os.getpid()`` there, passed in).
+    poll_s : float
+        Polling period of the fallback watchdog thread.
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:  # died before prctl took effect
+        os._exit(1)
+    if armed:
+        return
+
+    def watch():
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="sketchsim-parent-watch", daemon=True).start()
+
+
+def _init_worker(parent_pid=None):
+    """Initializer of the ``processes`` executor's (spawned) workers: end with the parent
+    (:func:`_exit_with_parent`), one Numba and one BLAS thread."""
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     for key, val in _PIN_ENV.items():
         os.environ[key] = val
     # Numba re-reads NUMBA_* variables at each compilation and refuses a changed thread count
@@ -690,6 +898,8 @@ def _resolve_module(name, file):
                             == os.path.abspath(file)):
         return mod
     if name != "__main__":
+        if _is_experiments_name(name):
+            _experiments_package()  # the installed studies, not a local experiments/ folder
         try:
             return importlib.import_module(name)
         except ModuleNotFoundError:
@@ -796,49 +1006,124 @@ def _write_json_atomic(path, obj):
             os.fsync(fh.fileno())
 
 
+_LOCK_NAME = ".lock"
+_LOCKS = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _exclusive(exp_dir):
+    """Hold the experiment folder's lock (``<exp_dir>/.lock``) for a read-modify-write.
+
+    An exclusive ``flock`` on a lock file that is never replaced serializes every sweep that
+    writes the same results (processes on this host, and hosts sharing the folder where the file
+    system honours ``flock``, as Linux NFS does). Re-entrant within a process (and serialized among
+    its threads). Without ``fcntl``, or on a file system that refuses locks, only this process's
+    threads are serialized.
+    """
+    key = os.path.abspath(os.path.join(os.fspath(exp_dir), _LOCK_NAME))
+    with _LOCKS_GUARD:
+        entry = _LOCKS.setdefault(key, {"rlock": threading.RLock(), "depth": 0, "fd": None})
+    with entry["rlock"]:
+        if entry["depth"] == 0:
+            os.makedirs(os.path.dirname(key), exist_ok=True)
+            fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                import fcntl
+
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX)
+                        break
+                    except InterruptedError:
+                        continue
+            except ImportError:  # pragma: no cover - not POSIX
+                pass
+            except OSError as exc:  # pragma: no cover - a file system without locks
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                    os.close(fd)
+                    raise
+            entry["fd"] = fd
+        entry["depth"] += 1
+        try:
+            yield
+        finally:
+            entry["depth"] -= 1
+            if entry["depth"] == 0:
+                fd, entry["fd"] = entry["fd"], None
+                os.close(fd)  # releases the flock
+
+
 class _FailureLog:
-    """``failures.csv``: one row per run whose latest attempt failed; rewritten atomically on
-    every change (only the parent process writes it); removed when empty."""
+    """``failures.csv``: one row per run whose latest attempt failed; removed when empty.
+
+    Every change is a read-modify-write of the file on disk under the experiment folder's lock
+    (:func:`_exclusive`), applied the moment it happens, so that sweeps running concurrently into
+    one results folder (from several processes or hosts) keep each other's rows; the file itself
+    is replaced atomically, so readers never see a partial file.
+    """
 
     def __init__(self, path):
+        self.path = Path(path)
+
+    @property
+    def rows(self):
+        """{run_id: row} as on disk now (rows of every sweep)."""
         import csv
 
-        self.path = Path(path)
-        self.rows = {}
-        self.dirty = False
-        if self.path.exists():
+        rows = {}
+        try:
             with open(self.path, newline="", encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
                     if row.get("run_id"):
-                        self.rows[row["run_id"]] = row
+                        rows[row["run_id"]] = row
+        except FileNotFoundError:
+            pass
+        return rows
 
-    def resolve(self, rid):
-        if self.rows.pop(rid, None) is not None:
-            self.dirty = True
+    def update(self, records=None, resolved=()):
+        """Add or replace ``records`` ({run_id: row}; ``attempts`` counts on from the row on disk)
+        and drop the rows of ``resolved`` run ids, atomically with respect to other writers."""
+        records = records or {}
+        resolved = [rid for rid in resolved if rid not in records]
+        if not records and not resolved:
+            return
+        with _exclusive(self.path.parent):
+            rows = self.rows
+            changed = False
+            for rid in resolved:
+                changed |= rows.pop(rid, None) is not None
+            for rid, row in records.items():
+                prev = rows.get(rid)
+                try:
+                    attempts = int(prev["attempts"]) + 1 if prev else 1
+                except (KeyError, TypeError, ValueError):
+                    attempts = 1
+                rows[rid] = {**row, "attempts": attempts}
+                changed = True
+            if changed:
+                self._write(rows)
 
     def record(self, rid, row):
-        prev = self.rows.get(rid)
-        try:
-            attempts = int(prev["attempts"]) + 1 if prev else 1
-        except (KeyError, TypeError, ValueError):
-            attempts = 1
-        self.rows[rid] = {**row, "attempts": attempts}
-        self.dirty = True
+        """Record the failure ``row`` of run ``rid``."""
+        self.update(records={rid: row})
 
-    def flush(self):
+    def resolve(self, rid):
+        """Drop the row of run ``rid`` (it has finished); a no-op without a log."""
+        if self.path.exists():
+            self.update(resolved=[rid])
+
+    def _write(self, rows):
         import csv
 
-        if not self.dirty:
-            return
-        self.dirty = False
-        if not self.rows:
+        if not rows:
             try:
                 os.remove(self.path)
             except FileNotFoundError:
                 pass
             return
         cols = []
-        for row in self.rows.values():
+        for row in rows.values():
             for c in row:
                 if c not in cols:
                     cols.append(c)
@@ -846,10 +1131,74 @@ class _FailureLog:
             with open(tmp, "w", newline="", encoding="utf-8") as fh:
                 w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
                 w.writeheader()
-                for rid in sorted(self.rows):
-                    w.writerow({c: _csv_text(self.rows[rid].get(c)) for c in cols})
+                for rid in sorted(rows):
+                    w.writerow({c: _csv_text(rows[rid].get(c)) for c in cols})
                 fh.flush()
                 os.fsync(fh.fileno())
+
+
+class CorruptShardWarning(UserWarning):
+    """A shard file that is not a finished run's row (unreadable JSON, not an object, or a row of
+    another run): it is moved aside to ``<name>.corrupt`` and its run is recomputed."""
+
+
+def _load_shard(path, name):
+    """(row, problem) of the shard ``path`` of experiment ``name``.
+
+    A shard is a finished run when it holds a JSON object whose ``run_id`` is the file's stem and
+    whose ``experiment`` is ``name``: then ``(row, None)``. Otherwise ``(None, why)``, with
+    ``why == "missing"`` when there is no file.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            row = json.load(fh)
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        return None, f"not readable JSON ({type(exc).__name__}: {exc})"
+    if not isinstance(row, dict):
+        return None, f"holds a JSON {type(row).__name__}, not an object"
+    rid = Path(path).name[:-len(_SHARD_EXT)]
+    if row.get("run_id") != rid:
+        return None, f"its run_id is {row.get('run_id')!r}, not {rid!r}"
+    if row.get("experiment") != name:
+        return None, f"its experiment is {row.get('experiment')!r}, not {name!r}"
+    return row, None
+
+
+def _read_shard(path, name):
+    """The row of the shard ``path`` (a dict), or None when it is missing or malformed; a
+    malformed shard is moved aside (:func:`_quarantine_shard`)."""
+    row, problem = _load_shard(path, name)
+    if problem is not None and problem != "missing":
+        _quarantine_shard(path, name)
+    return row
+
+
+def _shard_finished(path, name):
+    """True when ``path`` holds a finished run; a malformed shard is moved aside (False)."""
+    return _read_shard(path, name) is not None
+
+
+def _quarantine_shard(path, name):
+    """Move the malformed shard ``path`` aside to ``<name>.corrupt`` and warn once, naming it.
+
+    Checked again under the experiment's lock, so that a shard a concurrent sweep has just
+    rewritten is never moved aside.
+    """
+    path = Path(path)
+    with _exclusive(path.parent.parent):
+        problem = _load_shard(path, name)[1]
+        if problem is None or problem == "missing":
+            return
+        aside = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return
+    warnings.warn(f"shard {path} is malformed ({problem}): moved aside to {aside.name}; "
+                  f"its run is not counted as finished and will be recomputed",
+                  CorruptShardWarning, stacklevel=3)
 
 
 def _csv_text(v):
@@ -910,7 +1259,10 @@ def merge(experiment, results_dir="results", run_ids=None):
         the latest sweep.
 
     Rows are sorted by parameters (in column order), then ``rep``, ``seed`` and ``run_id``, so the
-    output is identical whatever the order in which runs finished. Floats are read back exactly by
+    output is identical whatever the order in which runs finished. A malformed shard (not a JSON
+    object holding its own run) is moved aside to ``<file>.corrupt`` with a
+    :class:`CorruptShardWarning` and gives no row. With sweeps finishing concurrently, the table
+    is the one of the sweep that merged last, and it always matches its schema file. Floats are read back exactly by
     ``pandas.read_csv`` (see :func:`read_results`). Nothing is written when there are no rows.
     """
     import pandas as pd
@@ -927,12 +1279,9 @@ def merge(experiment, results_dir="results", run_ids=None):
     for f in files:
         if f.name.startswith("."):
             continue
-        try:
-            with open(f, encoding="utf-8") as fh:
-                rows.append(json.load(fh))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read shard {f}: {exc}; delete it to recompute that run") \
-                from exc
+        row = _read_shard(f, name)  # a malformed shard is moved aside with a warning
+        if row is not None:
+            rows.append(row)
     rows.sort(key=lambda r: str(r.get("run_id", "")))
     cols, pcols = _column_order(rows)
     rows.sort(key=lambda r: (tuple(_type_rank(r.get(c)) for c in pcols),
@@ -944,11 +1293,14 @@ def merge(experiment, results_dir="results", run_ids=None):
     df = pd.DataFrame({c: _column([r.get(c) for r in rows], schema[c]) for c in cols},
                       columns=cols)
     if rows:
-        with atomic_path(results_dir / f"{name}.schema.json", suffix=".part") as tmp:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(schema, fh, indent=0)
-        with atomic_path(results_dir / f"{name}.csv", suffix=".part") as tmp:
-            df.to_csv(tmp, index=False, lineterminator="\n")
+        # the table and its schema are one record: written together under the experiment's lock,
+        # so that two sweeps finishing at once never leave one's table with the other's schema
+        with _exclusive(results_dir / name):
+            with atomic_path(results_dir / f"{name}.schema.json", suffix=".part") as tmp:
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    json.dump(schema, fh, indent=0)
+            with atomic_path(results_dir / f"{name}.csv", suffix=".part") as tmp:
+                df.to_csv(tmp, index=False, lineterminator="\n")
     return df
 
 
@@ -1058,7 +1410,8 @@ def read_failures(experiment, results_dir="results"):
 class SweepSummary:
     """What :func:`run_sweep` did. ``done`` runs were computed now, ``cached`` were already
     finished (shard present), ``skipped`` were refused by the experiment's ``skip`` and ``failed``
-    raised (recorded in ``failures_path``, retried next time)."""
+    raised (recorded in ``failures_path``, retried next time). ``manifest_path`` is this sweep's
+    own record under ``<NAME>/sweeps/`` (arguments and counts)."""
 
     experiment: str
     profile: str
@@ -1075,6 +1428,7 @@ class SweepSummary:
     wall_time_s: float
     skip_reasons: dict = dataclasses.field(default_factory=dict)
     failures: list = dataclasses.field(default_factory=list)
+    manifest_path: Path | None = None
 
     @property
     def ok(self):
@@ -1083,7 +1437,7 @@ class SweepSummary:
 
     def to_dict(self):
         d = dataclasses.asdict(self)
-        for k in ("merged_path", "shards_dir", "failures_path"):
+        for k in ("merged_path", "shards_dir", "failures_path", "manifest_path"):
             d[k] = None if d[k] is None else str(d[k])
         return d
 
@@ -1203,11 +1557,11 @@ def run_sweep(experiment, profile="quick", grid_overrides=None, reps=None, seed=
     exp_dir = results_dir / name
     shards_dir = exp_dir / "shards"
     shards_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (results_dir, exp_dir, exp_dir / "sweeps", shards_dir):
+        remove_stale_temps(folder)  # left by killed writers; a live sweep's files are kept
     failures = _FailureLog(exp_dir / "failures.csv")
-    for rid in list(failures.rows):
-        if (shards_dir / f"{rid}{_SHARD_EXT}").exists():
-            failures.resolve(rid)  # finished since it was recorded
-    failures.flush()
+    failures.update(resolved=[rid for rid in failures.rows  # finished since it was recorded
+                              if _shard_finished(shards_dir / f"{rid}{_SHARD_EXT}", name)])
 
     skip_reasons, todo, kept, cached = {}, [], [], 0
     skip_fn = getattr(mod, "skip", None)
@@ -1220,7 +1574,7 @@ def run_sweep(experiment, profile="quick", grid_overrides=None, reps=None, seed=
                 skip_reasons[reason] = skip_reasons.get(reason, 0) + 1
                 continue
         kept.append(run)
-        if not force and (shards_dir / f"{run.run_id}{_SHARD_EXT}").exists():
+        if not force and _shard_finished(shards_dir / f"{run.run_id}{_SHARD_EXT}", name):
             cached += 1
             continue
         todo.append(run)
@@ -1253,7 +1607,6 @@ def run_sweep(experiment, profile="quick", grid_overrides=None, reps=None, seed=
                 _run_dask(tasks, recorder, jobs, scheduler)
     finally:
         bar.close()
-        failures.flush()
 
     df = merge(mod, results_dir, run_ids=[r.run_id for r in kept])
     summary = SweepSummary(
@@ -1267,15 +1620,21 @@ def run_sweep(experiment, profile="quick", grid_overrides=None, reps=None, seed=
                 "grid_overrides": grid_overrides, "reps": reps, "seed": int(seed), "force": force,
                 "scheduler": scheduler,
                 **{k: v for k, v in summary.to_dict().items()
-                   if k not in ("failures", "experiment", "profile")},
-                "utc_time": _utc_now(), "git_commit": commit}
-    _write_json_atomic(exp_dir / "last_sweep.json", json.loads(json.dumps(manifest, default=str)))
+                   if k not in ("failures", "experiment", "profile", "manifest_path")},
+                "utc_time": _utc_now(), "git_commit": commit, "pid": os.getpid()}
+    manifest = json.loads(json.dumps(manifest, default=str))
+    # one file per sweep, never overwritten (concurrent sweeps keep both), then the latest
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    summary.manifest_path = exp_dir / "sweeps" / f"{stamp}-{os.getpid()}-{os.urandom(4).hex()}.json"
+    _write_json_atomic(summary.manifest_path, manifest)
+    _write_json_atomic(exp_dir / "last_sweep.json", manifest)
     return summary
 
 
 class _Recorder:
     """Persists each result the moment it arrives (in the parent process): a shard for a finished
-    run, a ``failures.csv`` row for a failed one."""
+    run, a ``failures.csv`` row for a failed one (a locked read-modify-write, see
+    :class:`_FailureLog`)."""
 
     def __init__(self, name, shards_dir, failures, parent_prov, runs, force, bar):
         self.name, self.shards_dir, self.log = name, shards_dir, failures
@@ -1319,7 +1678,6 @@ class _Recorder:
                                   "error_type": res["error_type"],
                                   "error_message": res["error_message"]})
             self.bar.set_postfix(failed=len(self.failures))
-        self.log.flush()
         self.bar.update(1)
 
 
@@ -1341,6 +1699,9 @@ def _run_processes(tasks, handle, jobs):
     recorded as failed (``BrokenProcessPool``) and a new pool takes the rest. When pools keep
     breaking without finishing a single run (workers dying at start-up, e.g. a script that calls
     :func:`run_sweep` without an ``if __name__ == "__main__":`` guard), raise RuntimeError.
+
+    The workers end when this process ends, even by SIGKILL (:func:`_exit_with_parent`, run by
+    their initializer), so a killed sweep leaves no worker computing for nobody.
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -1351,7 +1712,8 @@ def _run_processes(tasks, handle, jobs):
     window = 2 * jobs
     barren = 0  # consecutive broken pools that finished no run
     while queue:
-        ex = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker)
+        ex = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(os.getpid(),))
         pending, broken, finished = {}, False, 0
         try:
             while (queue or pending) and not broken:
