@@ -855,3 +855,12 @@ def similarity(s1, s2):
         return Similarity(float(dot), float(cos), float(n1), float(n2), int(k))
     n1, n2 = np.broadcast_to(n1, dot.shape), np.broadcast_to(n2, dot.shape)
     return Similarity(dot, cos, n1.copy(), n2.copy(), int(k))
+
+
+# --------------------------------------------------------------------------- beyond the paper
+# Decoders that use more of the sketch than the paper's single word (THEORY.md §2.5), and blind
+# unrolling: defined in their own modules, part of this module's public names (a contract).
+from .decode_ls import attributes_ls, joint_attributes  # noqa: E402
+from .unroll import fit_structure, unroll  # noqa: E402
+
+__all__ += ["attributes_ls", "joint_attributes", "unroll", "fit_structure"]

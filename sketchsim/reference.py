@@ -309,3 +309,146 @@ def dictlearn_recover_exact(samples, block_size, block_prob, hypercube_tol=0.3, 
             s = np.sum(np.array(pats, dtype=np.int64), axis=0)
             columns[key][ell] = np.where(s > 0, 1, np.where(s < 0, -1, pats[0])).astype(np.int8)
     return columns, coefficients
+
+
+# =============================================================================================
+# ----------------------------------------------------------------------------- least-squares decoders
+# (THEORY.md §2.5; twins of sketchsim.decode_ls). s_overall = s_0 + Σ_θ P_θ x_θ is affine in the
+# attributes, so P and s_0 are read off the literal sketch above: s_0 with every attribute 0, and
+# column j of P_θ as the sketch with x_θ = e_j (others 0) minus s_0. Dense matrices, small d only.
+def _sketch_with_attributes(graph, dense, d_sketch, attrs):
+    """The literal s_overall of ``graph``'s structure with the attribute vectors ``attrs`` (any
+    values, zeros included: the twin bypasses the Graph's unit-norm validation on purpose)."""
+    import copy
+
+    g = copy.copy(graph)
+    g.attributes = [np.asarray(a, dtype=np.float64) for a in attrs]
+    return sketch_overall(g, lambda name, v: dense[name] @ v, d_sketch)
+
+
+def ls_design_matrix(graph, dense, d_sketch, object_ids=None):
+    """(P of shape (d, Σ L_θ), s_0 of shape (d,), offsets), one literal sketch per column.
+
+    ``dense``: {matrix name: (d, d) array}, e.g. ``{n: bank.dense(n) for n in bank.matrix_names(g)}``.
+    """
+    ids = list(graph.ids) if object_ids is None else list(object_ids)
+    zeros = [np.zeros(len(x)) for x in graph.attributes]
+    s0 = _sketch_with_attributes(graph, dense, d_sketch, zeros)
+    cols, offsets = [], [0]
+    for oid in ids:
+        o = graph.index[oid]
+        for j in range(len(graph.attributes[o])):
+            attrs = [z.copy() for z in zeros]
+            attrs[o][j] = 1.0
+            cols.append(_sketch_with_attributes(graph, dense, d_sketch, attrs) - s0)
+        offsets.append(offsets[-1] + len(graph.attributes[o]))
+    return np.column_stack(cols), s0, np.array(offsets)
+
+
+def attributes_ls(s, graph, dense, d_sketch, object_id, keep=None):
+    """Path-matched least squares: argmin ‖P_θ x − (s − s_0)‖ over the first ``keep`` rows
+    (np.linalg.lstsq, no scaling)."""
+    P, s0, _ = ls_design_matrix(graph, dense, d_sketch, [object_id])
+    k = d_sketch if keep is None else keep
+    return np.linalg.lstsq(P[:k], (np.asarray(s, dtype=np.float64) - s0)[:k], rcond=None)[0]
+
+
+def joint_attributes(s, graph, dense, d_sketch, nonnegative=False, keep=None):
+    """Joint least squares (np.linalg.lstsq: the minimum-norm solution when underdetermined) or
+    NNLS (scipy.optimize.nnls) for every object at once; {object id: x̂_θ}."""
+    from scipy.optimize import nnls
+
+    P, s0, off = ls_design_matrix(graph, dense, d_sketch)
+    k = d_sketch if keep is None else keep
+    r = (np.asarray(s, dtype=np.float64) - s0)[:k]
+    if nonnegative:
+        x = nnls(P[:k], r, maxiter=max(100, 10 * P.shape[1]))[0]
+    else:
+        x = np.linalg.lstsq(P[:k], r, rcond=None)[0]
+    return {oid: x[off[i]:off[i + 1]] for i, oid in enumerate(graph.ids)}
+
+
+# ============================================================================= blind unrolling and
+# object signatures (issue 10, part 2): twins of sketchsim/unroll.py and sketchsim/signatures.py
+def unroll_column_factors(path, ancestors, module):
+    """Factors (scalar, matrix name or None) of the column map C = Q_path·A'_M, outermost first:
+    ½(I+R_{i_1}), then per ancestor P: ½(I+R_{P,0}), ¼(I+R_2), ½(I+R_{i_next}); then ½(I+R_{M,0}),
+    ¼(I+R_1) and the scalar ½ of s_attr."""
+    out = [(0.5, tuple_name(path[0]))]
+    for P, i in zip(ancestors, path[1:]):
+        out += [(0.5, module_name(P, 0)), (0.25, tuple_name(2)), (0.5, tuple_name(i))]
+    return out + [(0.5, module_name(module, 0)), (0.25, tuple_name(1)), (0.5, None)]
+
+
+def unroll_column_map(dense, path, ancestors, module, L):
+    """Dense C (d, L+1) of one candidate: [Q·A'_M e_j for j < L, Q·A'_M's counting column], where
+    Q·A'_M = Π_factors a(I + R) (the last factor a scalar) applied to [R_{M,1}[:, :L], R_{M,2} e_1].
+
+    ``dense``: dict name -> (d, d) array (e.g. ``{n: bank.dense(n) for n in names}``)."""
+    d = dense[module_name(module, 1)].shape[0]
+    M = np.eye(d)
+    for a, name in unroll_column_factors(path, ancestors, module):
+        M = M @ (a * (np.eye(d) + dense[name]) if name is not None else a * np.eye(d))
+    B = np.column_stack([dense[module_name(module, 1)][:, :L], dense[module_name(module, 2)][:, 0]])
+    return M @ B
+
+
+def unroll_candidate_score(r, C):
+    """u = Cᵀ r (the score vector of a candidate) and the exact projection energy ‖P_C r‖²."""
+    u = C.T @ r
+    coef, *_ = np.linalg.lstsq(C, r, rcond=None)
+    return u, float(np.sum((C @ coef) ** 2))
+
+
+def unroll_formal_gram(factors1, module1, factors2, module2):
+    """κ = Σ over formal words of coef₁(w)·coef₂(w): every I/R choice of every factor enumerated
+    literally (identity choices dropped from the word); 0 for different modules."""
+    if module1 != module2:
+        return 0.0
+
+    def expand(factors):
+        out = {}
+        k = len(factors)
+        for mask in range(2 ** k):
+            word, coef = [], 1.0
+            for t, (a, name) in enumerate(factors):
+                coef *= a
+                if name is not None and (mask >> t) & 1:
+                    word.append(name)
+                elif name is None and (mask >> t) & 1:
+                    coef = 0.0                       # a scalar factor has no R branch
+            key = tuple(word)
+            out[key] = out.get(key, 0.0) + coef
+        return out
+
+    e1, e2 = expand(factors1), expand(factors2)
+    return float(sum(c * e2.get(w, 0.0) for w, c in e1.items()))
+
+
+def unroll_joint_lstsq(s, columns):
+    """Joint least squares of stacked column maps [C_1 … C_n] (THEORY.md §2.5): list of y_θ."""
+    C = np.concatenate(columns, axis=1)
+    y, *_ = np.linalg.lstsq(C, s, rcond=None)
+    out, a = [], 0
+    for Cb in columns:
+        out.append(y[a:a + Cb.shape[1]])
+        a += Cb.shape[1]
+    return out
+
+
+def signature_decode(s, A, c_h, weight, attr_len, sig_len):
+    """σ̂ = √2·x̂'[L−k:L] with x̂' the literal word decoder (:func:`decode_word`, no column norm) of
+    the combined attribute x' = [x; σ]/√2 of length L (THEORY.md §5, cheaper variant)."""
+    x = decode_word(s, A, c_h, weight, length=attr_len, column_norm=False)
+    return math.sqrt(2.0) * x[attr_len - sig_len:attr_len]
+
+
+def match_signature_scores(sig_hat, candidates):
+    """Centred correlation of σ̂ with every candidate, one at a time: ⟨σ̂, c − c̄⟩/‖c − c̄‖."""
+    out = np.empty(len(candidates))
+    for i, c in enumerate(candidates):
+        c = np.asarray(c, dtype=np.float64)
+        cc = c - c.mean()
+        n = math.sqrt(float(cc @ cc))
+        out[i] = float(np.dot(sig_hat, cc)) / n if n > 0 else -np.inf
+    return out

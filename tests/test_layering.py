@@ -6,7 +6,7 @@ Layers, lowest first (a module may import its own layer and the ones below, neve
 1. core      ``graph``, ``matrices``, ``sketch``, ``_validation``, ``_io``, ``_parallel`` and the
              package ``__init__`` (its public facade re-exports the core)
 2. decoders  ``decode``, ``theory``, ``reference``
-3. learning  ``dictlearn``, ``learn``
+3. learning  ``dictlearn``, ``learn``, and the applications ``repository``, ``scenes``
 4. harness   ``sketchsim/harness/*``
 5. CLI       ``cli``, ``__main__``, ``demo``
 
@@ -35,16 +35,22 @@ MODULE_LAYER = {
     "sketchsim._parallel": "core",
     "sketchsim._tempfiles": "core",
     "sketchsim.decode": "decoders",
+    "sketchsim.decode_ls": "decoders",
     "sketchsim.theory": "decoders",
     "sketchsim.reference": "decoders",
+    "sketchsim.unroll": "decoders",
+    "sketchsim.signatures": "decoders",
     "sketchsim.dictlearn": "learning",
     "sketchsim.learn": "learning",
+    "sketchsim.repository": "learning",
+    "sketchsim.scenes": "learning",
     "sketchsim.cli": "cli",
     "sketchsim.__main__": "cli",
     "sketchsim.demo": "cli",
 }
 STUDIES = ("thm1_attributes", "thm2_similarity", "thm3_summary", "erasure", "unrolling",
-           "thm4_dictlearn", "dictlearn_sketches", "thm5_teacher")
+           "thm4_dictlearn", "dictlearn_sketches", "thm5_teacher", "decoders_unroll",
+           "decoders_signatures")
 
 
 def module_name(path):

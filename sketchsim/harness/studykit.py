@@ -528,3 +528,59 @@ def split_noise_model(claim):
         out.append(Claim(claim.claim + ".noise", claim.family, claim.depth, model, note=claim.note,
                          inconclusive=claim.inconclusive))
     return out
+
+
+# =============================================================================================
+# --- digit-scene helpers shared by the scenes_* studies (paper §1.1 applications)
+_DIGIT_NETS = {}
+
+
+def digit_net(classes=None, seed=0):
+    """The trained digit module of :mod:`sketchsim.scenes` (cached on disk under
+    ``results/cache/scenes`` and in memory per process): all ten classes, or ``classes`` only."""
+    key = (None if classes is None else tuple(int(c) for c in classes), int(seed))
+    if key not in _DIGIT_NETS:
+        from sketchsim import scenes
+
+        _DIGIT_NETS[key] = scenes.train_digit_net(seed, classes=classes)
+    return _DIGIT_NETS[key]
+
+
+def structure_groups(graphs):
+    """{structure key: [indices]}: graphs with the same ids and modules (scene graphs of one slot
+    layout and predicted classes), so that :func:`sketchsim.sketch_many` can sketch each group at once."""
+    groups = {}
+    for k, g in enumerate(graphs):
+        key = (tuple(g.ids), tuple(g.module(i) for i in g.ids))
+        groups.setdefault(key, []).append(k)
+    return groups
+
+
+def sketch_graphs(graphs, bank, return_objects=False):
+    """Overall sketches (n, d) of many graphs, batched per shared structure; with ``return_objects``
+    also a list (per graph) of {object id: object sketch}."""
+    S = np.zeros((len(graphs), bank.d_sketch))
+    objs = [None] * len(graphs)
+    for idx in structure_groups(graphs).values():
+        out = ss.sketch_many([graphs[k] for k in idx], bank, return_objects=return_objects)
+        if return_objects:
+            out, ob = out
+            for j, k in enumerate(idx):
+                objs[k] = {oid: v[j] for oid, v in ob.items()}
+        S[idx] = out
+    return (S, objs) if return_objects else S
+
+
+def hidden_scale(net):
+    """Median ‖h‖ of the network's hidden activations on its training images: the scale that turns a
+    unit-ℓ2 digit attribute back into activations for the network's head."""
+    from sketchsim.scenes import load_digit_data
+
+    X, _ = load_digit_data()
+    return float(np.median(np.linalg.norm(net.hidden(X[net.train_idx]), axis=1)))
+
+
+def head_classes(net, F, scale):
+    """Classes the network's head assigns to unit-ℓ2 attribute rows ``F`` (rescaled by ``scale``)."""
+    F = np.atleast_2d(np.asarray(F, dtype=float))
+    return net.classes[np.argmax((F * scale) @ net.W2 + net.b2, axis=1)]
