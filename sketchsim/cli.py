@@ -308,6 +308,235 @@ def _run_learn_dictionary(args):
           f"from {samples.shape[0]} samples (d={d}, levels={len(res.levels)})")
 
 
+# ------------------------------------------------------------------------------------ repo
+REPO_ACTIONS = ("build", "query", "stats", "age")
+SCENE_WEIGHT = 0.25
+"""w* of a digit in the scenes of ``repo build --scenes`` (4 slots, uniform weights): the default --weight."""
+
+
+def _add_repo(sub):
+    p = sub.add_parser(
+        "repo", help="build, query, summarise and age a sketch repository (paper §1.1)",
+        description="build REPO: store the overall sketches of N digit scenes (--scenes N, held-out digits, "
+                    "4 slots, uniform weights; ids scene-<i>) or of every *.json graph in a folder (--graphs DIR; "
+                    "id = file stem), with --objects also their object sketches (metadata scene, slot, class). "
+                    "query REPO: the --k most similar stored sketches to a stored scene (--scene I) or a graph "
+                    "(--graph G.json), as 'id cosine' lines. stats REPO: row counts and storage; with --module "
+                    "the Theorem 3 summary of the selection. age REPO --keep F: keep a prefix of the selected "
+                    "sketches (generalised LRU). --where key=value (repeatable) selects by metadata.")
+    p.add_argument("action", choices=REPO_ACTIONS, metavar="{build,query,stats,age}")
+    p.add_argument("repo", metavar="REPO")
+    g = p.add_argument_group("build")
+    g.add_argument("--scenes", type=int, default=None, metavar="N", help="number of digit scenes to store")
+    g.add_argument("--graphs", default=None, metavar="DIR", help="store every *.json graph file of DIR")
+    g.add_argument("--seed", type=int, default=None, help="seed of the scenes and the bank")
+    g.add_argument("--d-sketch", type=int, default=None, help="sketch dimension d")
+    g.add_argument("--family", default=None, choices=FAMILIES, help="random matrix family")
+    g.add_argument("--block-size", type=int, default=None, help="b of D(b, q, d) (block-sparse only)")
+    g.add_argument("--block-prob", type=float, default=None, help="q of D(b, q, d) (block-sparse only)")
+    g.add_argument("--objects", action="store_true", help="also store the object sketches")
+    g = p.add_argument_group("query")
+    g.add_argument("--scene", type=int, default=None, metavar="I", help="query with the stored scene-<I>")
+    g.add_argument("--graph", default=None, metavar="G.json", help="query with the sketch of this graph")
+    g.add_argument("--k", type=int, default=10, help="number of results (default 10)")
+    g = p.add_argument_group("stats")
+    g.add_argument("--module", default=None, help="summarise this module (Theorem 3), e.g. digit-7")
+    g.add_argument("--depth", type=int, default=3, help="depth of the module's objects (default 3)")
+    g.add_argument("--weight", type=float, default=SCENE_WEIGHT,
+                   help=f"common effective weight w* of its objects (default {SCENE_WEIGHT}, the digit scenes')")
+    g = p.add_argument_group("age")
+    g.add_argument("--keep", default=None, help="fraction of d to keep (0 < F ≤ 1), or an integer prefix length")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata filter (repeatable; VALUE read as JSON when it parses, else as a string)")
+
+
+def _parse_where(items):
+    import json
+
+    where = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--where must be KEY=VALUE with a nonempty KEY; got {item!r}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        if isinstance(value, (dict, list)) or (isinstance(value, float) and not np.isfinite(value)):
+            raise ValueError(f"--where VALUE must be a string, number, true, false or null; got {item!r}")
+        where[key.strip()] = value
+    return where or None
+
+
+def _open_repo(path, readonly):
+    from .repository import SketchRepository
+
+    if not os.path.exists(path):
+        raise ValueError(f"REPO must be an existing sketch repository (sketchsim repo build makes one); got "
+                         f"{path!r}, which does not exist")
+    return SketchRepository.open(path, readonly=readonly)
+
+
+def _repo_build_items(args, bank):
+    """(ids, overall sketches, metas, [(parent, {object id: sketch}, graph, meta)]) to store."""
+    from .graph import Graph
+    from .sketch import sketch_objects
+
+    if (args.scenes is None) == (args.graphs is None):
+        raise ValueError("repo build needs exactly one of --scenes N or --graphs DIR; got "
+                         + ("both" if args.scenes is not None else "neither"))
+    items = []
+    if args.scenes is not None:
+        from . import scenes
+
+        if args.scenes < 1:
+            raise ValueError(f"--scenes must be a positive integer; got {args.scenes}")
+        net = scenes.train_digit_net(0)
+        sc = scenes.compose_scenes(args.scenes, args.seed, pool=net.test_idx)
+        for i, g in enumerate(scenes.scene_graphs(sc, net, weights="uniform")):
+            items.append((f"scene-{i}", g, {"scene": i, "n_digits": len(sc[i].occupied)}))
+    else:
+        if not os.path.isdir(args.graphs):
+            raise ValueError(f"--graphs must be a folder of *.json graph files; got {args.graphs!r}")
+        files = sorted(f for f in os.listdir(args.graphs) if f.endswith(".json"))
+        if not files:
+            raise ValueError(f"--graphs must hold at least one *.json graph file; got none in {args.graphs!r}")
+        for f in files:
+            items.append((f[:-5], Graph.from_json(os.path.join(args.graphs, f)), {"file": f}))
+    ids, rows, metas, objects = [], [], [], []
+    for sid, g, meta in items:
+        objs, overall = sketch_objects(g, bank, return_overall=True)
+        meta["modules"] = sorted({g.module(o) for o in g.ids})
+        ids.append(sid)
+        rows.append(overall)
+        metas.append(meta)
+        if args.objects:
+            keep = {o: v for o, v in objs.items() if g.module(o) not in ("empty", "scene")}
+            if keep:
+                objects.append((sid, keep, g, {k: meta[k] for k in ("scene", "file") if k in meta}))
+    return ids, np.array(rows), metas, objects
+
+
+def _repo_object_meta(objs, graph, base):
+    """Per object row: the shared metadata plus slot and predicted class for digit scenes."""
+    out = {}
+    for o in objs:
+        m = dict(base)
+        mod = graph.module(o)
+        if o.startswith("slot") and o[4:].isdigit():
+            m["slot"] = int(o[4:])
+        if mod.startswith("digit-"):
+            m["class"] = int(mod.split("-")[1])
+        out[o] = m
+    return out
+
+
+def _run_repo(args):
+    from ._validation import check_int
+
+    where = _parse_where(args.where)
+    if args.action == "build":
+        from .repository import SketchRepository
+
+        for name in ("seed", "d_sketch", "family"):
+            if getattr(args, name) is None:
+                raise ValueError(f"repo build needs --{name.replace('_', '-')}; got none")
+        if os.path.lexists(args.repo):
+            raise ValueError(f"REPO must not exist yet for repo build (it never overwrites); got the existing "
+                             f"path {args.repo!r}")
+        check_output_path(args.repo, "REPO")
+        bank = _make_bank(args)
+        ids, S, metas, objects = _repo_build_items(args, bank)
+        repo = SketchRepository.create(args.repo, bank)
+        try:
+            repo.add(S, ids=ids, meta=metas)
+            n_obj = 0
+            for parent, objs, g, base in objects:
+                per = _repo_object_meta(objs, g, base)
+                oids = list(objs)
+                repo.add(np.array([objs[o] for o in oids]), ids=[f"{parent}/{o}" for o in oids],
+                         meta=[dict(per[o], object=o, module=g.module(o), depth=g.depth(o)) for o in oids],
+                         kind="object", parents=[parent] * len(oids))
+                n_obj += len(oids)
+        except BaseException:
+            repo.close()
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(args.repo + suffix):
+                    os.unlink(args.repo + suffix)
+            raise
+        repo.close()
+        print(f"built {args.repo}: {len(ids)} overall sketches, {n_obj} object sketches "
+              f"(d={bank.d_sketch}, {bank.family}, seed {bank.seed})")
+        return
+    if args.action == "query":
+        check_int("--k", args.k, minimum=1)
+        if args.k < 1:
+            raise ValueError(f"--k must be a positive integer (k ≥ 1); got {args.k}")
+        if (args.scene is None) == (args.graph is None):
+            raise ValueError("repo query needs exactly one of --scene I or --graph G.json; got "
+                             + ("both" if args.scene is not None else "neither"))
+        repo = _open_repo(args.repo, readonly=True)
+        try:
+            if args.scene is not None:
+                sid = f"scene-{args.scene}"
+                if sid not in repo:
+                    raise ValueError(f"--scene must name a stored scene (id scene-<I>); got {args.scene}, and "
+                                     f"{sid!r} is not stored in {args.repo!r}")
+                q = repo.get(sid)
+            else:
+                from .graph import Graph
+                from .sketch import sketch
+
+                q = sketch(Graph.from_json(args.graph), repo.bank)
+            for i, cos in repo.query(q, k=args.k, where=where):
+                print(f"{i}\t{cos:.4f}")
+        finally:
+            repo.close()
+        return
+    if args.action == "stats":
+        repo = _open_repo(args.repo, readonly=True)
+        try:
+            if args.module is not None:
+                known = set()
+                for i in repo.select(kind="overall"):
+                    known.update(repo.record(i).meta.get("modules", []))
+                if args.module not in known:
+                    raise ValueError(f"--module must be a module of the stored graphs ({', '.join(sorted(known))}); "
+                                     f"got {args.module!r}")
+            n_all = len(repo.select(where, kind=None))
+            n_ov = len(repo.select(where))
+            b = repo.bank
+            print(f"{args.repo}: d={b.d_sketch} {b.family} seed {b.seed}; rows {n_all} selected "
+                  f"({n_ov} overall, {n_all - n_ov} object) of {len(repo)}")
+            print(f"storage: {repo.nbytes} bytes of sketch values, file {repo.file_size} bytes")
+            if args.module is not None:
+                s = repo.summary(where, module=args.module, depth=args.depth, weight=args.weight)
+                print(f"summary of {args.module} over {s.n_sketches} sketches (Theorem 3, depth {args.depth}, "
+                      f"w*={args.weight:g}): count ≈ {s.count:.2f}, prefix lengths {list(s.keeps)}")
+        finally:
+            repo.close()
+        return
+    # age
+    if args.keep is None:
+        raise ValueError("repo age needs --keep (a fraction in (0, 1] or an integer prefix length); got none")
+    try:
+        keep = int(args.keep) if args.keep.strip().isdigit() else float(args.keep)
+    except ValueError:
+        raise ValueError(f"--keep must be a fraction in (0, 1] or an integer prefix length; got {args.keep!r}") \
+            from None
+    repo = _open_repo(args.repo, readonly=False)
+    try:
+        before, fb = repo.nbytes, repo.file_size
+        try:
+            n = repo.age(keep, where, kind=None)
+        except ValueError as exc:
+            raise ValueError(f"--keep: {exc}") from None
+        print(f"aged {n} sketches to keep={args.keep}: sketch values {before} → {repo.nbytes} bytes, "
+              f"file {fb} → {repo.file_size} bytes")
+    finally:
+        repo.close()
+
+
 def _load_samples(path):
     """Read SAMPLES.npy after checking its header: a 2-d real array that fits in memory."""
     from numpy.lib import format as npy
@@ -357,6 +586,7 @@ COMMANDS = {
     "check": (_add_check, _run_check),
     "info": (_add_info, _run_info),
     "learn-dictionary": (_add_learn_dictionary, _run_learn_dictionary),
+    "repo": (_add_repo, _run_repo),
 }
 
 
