@@ -219,8 +219,10 @@ class HadamardOperator(_Operator):
     def __init__(self, d_sketch, rng, name):
         super().__init__(d_sketch, name)
         d = self.d
-        self.perm = rng.permutation(d).astype(np.int64)
-        self.signs = rng.integers(0, 2, size=(3, d)).astype(np.float64) * 2.0 - 1.0
+        # the same draws as ever (int64 permutation, then the three sign rows), stored compactly:
+        # int32 permutation and int8 signs, 7 bytes per coordinate
+        self.perm = rng.permutation(d).astype(np.int32)
+        self.signs = (rng.integers(0, 2, size=(3, d)) * 2 - 1).astype(np.int8)
         self.scale = float(d) ** -1.5
 
     def _apply(self, X):
@@ -234,8 +236,7 @@ class HadamardOperator(_Operator):
 
     def _apply_t(self, X):
         out = np.empty((X.shape[0], self.d))
-        tmp = np.empty_like(out)
-        run_rows(K.hadamard_apply_t, X.shape[0], self._work(X.shape[0]), X, out, tmp, self.perm,
+        run_rows(K.hadamard_apply_t, X.shape[0], self._work(X.shape[0]), X, out, self.perm,
                  self.signs[0], self.signs[1], self.signs[2], self.scale)
         return out
 
