@@ -50,19 +50,27 @@ ATTR_L = 8
 
 _BS = {"block_size": [48], "block_prob": [0.25]}
 PROFILES = {
+    # ≈ 12 core-seconds: ≥ 10 runs for hadamard, haar and gaussian (dense banks at d ≤ 512, where the
+    # QR of a bank is cheap; haar at 256).
     "quick": [
         {"family": ["hadamard"], "d_sketch": [2 ** 12, 2 ** 14], "weight": [0.3, 0.9],
-         "n_cand": [1000], "reps": 5},
+         "n_cand": [1000], "reps": 3},
         {"family": ["hadamard"], "d_sketch": [2 ** 14], "weight": [0.9], "n_cand": [100000], "reps": 2},
-        {"family": ["haar"], "d_sketch": [512], "weight": [0.9], "n_cand": [1000], "reps": 4},
+        {"family": ["haar"], "d_sketch": [256], "weight": [0.9], "n_cand": [1000], "reps": 10},
+        {"family": ["gaussian"], "d_sketch": [512], "weight": [0.9], "n_cand": [1000], "reps": 10},
     ],
+    # ≈ 900 core-seconds (measured per run): hadamard 0.1–1.6 s a run (2^18, 10^5 candidates); haar
+    # costs d³ per bank matrix (2.6 s at 1024, 17 s at 2048), so it stops at 1024; gaussian reaches
+    # 4096 (4 s) with 5 reps; block-sparse 10 reps (2.7 s at 6144).
     "full": [
         {"family": ["hadamard"], "d_sketch": [2 ** 10, 2 ** 12, 2 ** 14, 2 ** 16, 2 ** 18],
          "weight": [0.1, 0.3, 0.9], "n_cand": [1000, 100000], "reps": 20},
-        {"family": ["haar", "gaussian"], "d_sketch": [512, 1024, 2048, 4096], "weight": [0.3, 0.9],
+        {"family": ["haar"], "d_sketch": [512, 1024], "weight": [0.3, 0.9], "n_cand": [1000, 100000], "reps": 20},
+        {"family": ["gaussian"], "d_sketch": [512, 1024, 2048], "weight": [0.3, 0.9],
          "n_cand": [1000, 100000], "reps": 20},
+        {"family": ["gaussian"], "d_sketch": [4096], "weight": [0.3, 0.9], "n_cand": [1000, 100000], "reps": 5},
         {"family": ["block-sparse"], "d_sketch": [1536, 3072, 6144], **_BS, "weight": [0.3, 0.9],
-         "n_cand": [1000, 100000], "reps": 20},
+         "n_cand": [1000, 100000], "reps": 10},
     ],
 }
 SCOPE = {"decoders.signatures": {"families": ("haar", "gaussian", "block-sparse", "hadamard"),

@@ -52,16 +52,26 @@ MODULES = ("A0", "A1", "B0", "B1", "Z0", "Z1")
 
 _BS = {"block_size": [48], "block_prob": [0.25]}
 PROFILES = {
+    # ≈ 10 core-seconds: 10 trees at the largest d of hadamard and of haar (the claim's rate is taken
+    # there), a few at a smaller d for the curve.
     "quick": [
-        {"family": ["hadamard"], "d_sketch": [2 ** 10, 2 ** 12], "n_objects": [5], "reps": 3},
+        {"family": ["hadamard"], "d_sketch": [2 ** 10], "n_objects": [5], "reps": 2},
+        {"family": ["hadamard"], "d_sketch": [2 ** 12], "n_objects": [5], "reps": 10},
+        {"family": ["haar"], "d_sketch": [256], "n_objects": [5], "reps": 10},
     ],
+    # ≈ 800 core-seconds (measured per run, 2 shared cores): hadamard 2^7 … 2^16 for 5, 10, 20 objects
+    # (0.1–3 s a tree), 2^18 with 12 trees (≈ 10 s each; the claim's rate is taken at the largest d, so
+    # it needs ≥ 10 there). d = 2^20 is not run: the word images of a 20-object tree exceed
+    # sketchsim.unroll.EXPLICIT_MAX_BYTES there and one tree takes ≈ 10 minutes through the operators.
+    # Dense banks cost d³ per matrix (22 matrices): haar stops at 1024 (7 s a tree; 45 s at 2048),
+    # gaussian at 2048 (6 s), block-sparse at 3072 (4 s).
     "full": [
         {"family": ["hadamard"], "d_sketch": [2 ** 7, 2 ** 8, 2 ** 9, 2 ** 10, 2 ** 12, 2 ** 14, 2 ** 16],
          "n_objects": [5, 10, 20], "reps": 20},
-        {"family": ["hadamard"], "d_sketch": [2 ** 18, 2 ** 20], "n_objects": [20], "reps": 3},
-        {"family": ["haar", "gaussian"], "d_sketch": [128, 256, 512, 1024, 2048], "n_objects": [20],
-         "reps": 20},
-        {"family": ["haar", "gaussian"], "d_sketch": [4096], "n_objects": [20], "reps": 5},
+        {"family": ["hadamard"], "d_sketch": [2 ** 18], "n_objects": [5, 10, 20], "reps": 4},
+        {"family": ["haar"], "d_sketch": [128, 256, 512, 1024], "n_objects": [20], "reps": 20},
+        {"family": ["gaussian"], "d_sketch": [128, 256, 512, 1024], "n_objects": [20], "reps": 20},
+        {"family": ["gaussian"], "d_sketch": [2048], "n_objects": [20], "reps": 10},
         {"family": ["block-sparse"], "d_sketch": [768, 1536, 3072], **_BS, "n_objects": [20], "reps": 10},
     ],
 }

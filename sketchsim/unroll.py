@@ -42,8 +42,11 @@ For each depth h = 2 … ``max_depth`` (the output pseudo-object has depth 1):
    quantile at ``alpha``/(number of candidates of the level) (Bonferroni); each acceptance takes
    its position and lowers σ² by the energy it explains.
 4. **Exact refit.** All accepted objects are refit jointly — preconditioned conjugate gradients on
-   the normal equations CᵀC y = Cᵀ s, with the formal Gram K⊗I as preconditioner; each iteration
-   is one forward sketch of the found structure and one adjoint, both through the operators — and
+   the normal equations CᵀC y = Cᵀ s, with the formal Gram K⊗I as preconditioner. The column maps
+   C_θ ("word images", rows (L+1, d)) are built once through the operators and cached with their
+   Gram blocks C_a C_bᵀ, so an iteration is one product with CᵀC (while the images fit
+   ``EXPLICIT_MAX_BYTES``; above it each iteration is one forward sketch and one adjoint through
+   the operators, the same up to rounding) — and
    r = s − C y is the exact residual the next depth is searched in. Because found objects are
    explained away exactly, the noise that hides a deep, light object is the energy of what is
    still unexplained, not ‖s‖: the 2^{4h} penalty of the paper's single-word decoders does not
@@ -150,6 +153,39 @@ def formal_gram(words1, module1, words2, module2):
 
 
 # --------------------------------------------------------------------------- structure and operators
+EXPLICIT_MAX_BYTES = 384 * 2 ** 20
+"""Word images kept in memory: the column maps C_θ of the found nodes (rows (L+1, d) each) are built
+once, through the operators, and reused by every forward map, adjoint and Gram while their total
+size stays below this; above it (d = 2^20 with many objects) every product goes through the
+operators again. Results differ only by rounding between the two modes."""
+APRIME_MAX_BYTES = 128 * 2 ** 20
+"""A'_M of every candidate module (rows (L+1, d) each) is kept when their total fits; candidate
+scores are then one GEMM instead of three operator passes per module."""
+
+
+def _key(path, ancestors, module):
+    """Hashable identity of a column map: (index path, ancestors' modules, module)."""
+    return (tuple(int(i) for i in path), tuple(ancestors), module)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _words_of_key(key):
+    path, anc, module = key
+    return column_words(path, list(anc), module)
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _kappa_ordered(k1, k2):
+    return formal_gram(_words_of_key(k1), k1[2], _words_of_key(k2), k2[2])
+
+
+def _kappa(k1, k2):
+    """κ of two column maps given by their keys (cached; symmetric)."""
+    if k1[2] != k2[2]:
+        return 0.0
+    return _kappa_ordered(k1, k2) if k1 <= k2 else _kappa_ordered(k2, k1)
+
+
 @dataclass
 class _Node:
     path: tuple
@@ -158,6 +194,7 @@ class _Node:
     L: int
     words: dict
     children: list = field(default_factory=list)
+    key: tuple = ()
 
     @property
     def depth(self):
@@ -193,19 +230,113 @@ def _attr_adjoint(bank, module, G, L):
     return U
 
 
+def _half(bank, name, X, c=0.5):
+    """c·(I + R_name) applied to the rows of X."""
+    return c * (X + bank.get(name).apply(X))
+
+
+def _path_rows(bank, key, X):
+    """Q_path applied to rows X that live in the output space of the object (after ½(I+R_{M,0}))."""
+    path, anc, _ = key
+    for t in range(len(path) - 1, 0, -1):            # innermost level first
+        X = _half(bank, tuple_name(path[t]), X)
+        X = _half(bank, tuple_name(2), X, 0.25)
+        X = _half(bank, module_name(anc[t - 1], 0), X)
+    return _half(bank, tuple_name(path[0]), X)
+
+
+class _Images:
+    """Cache of word images shared by the structures of one :func:`unroll` call: A'_M per module,
+    C_θ per column map (both as rows (L+1, d)) and the Gram blocks C_a C_bᵀ of pairs of them."""
+
+    def __init__(self, bank, aprime_ok=True):
+        self.bank = bank
+        self.d = bank.d_sketch
+        self.aprime_ok = aprime_ok
+        self.aprime = {}
+        self.cols = {}
+        self.gram = {}
+
+    def module_rows(self, module, L):
+        """A'_M as rows: row j < L is A'_M e_j, row L is A'_M e_{L+1} (the counting channel)."""
+        key = (module, L)
+        A = self.aprime.get(key)
+        if A is not None:
+            return A
+        bank = self.bank
+        A = np.empty((L + 1, self.d))
+        A[:L] = 0.5 * bank.get(module_name(module, 1)).apply(np.eye(L))
+        A[L] = 0.5 * _e1(bank, module)
+        A = _half(bank, tuple_name(1), A, 0.25)
+        A = _half(bank, module_name(module, 0), A)
+        if self.aprime_ok:
+            self.aprime[key] = A
+        return A
+
+    def scores(self, module, X, L):
+        """A'_Mᵀ for the rows of X (through the cached A'_M when it is kept)."""
+        if self.aprime_ok:
+            return X @ self.module_rows(module, L).T
+        return _attr_adjoint(self.bank, module, X, L)
+
+    def columns(self, key, L):
+        """C_θ as rows (L+1, d), built through the operators once."""
+        ck = (key, L)
+        C = self.cols.get(ck)
+        if C is None:
+            C = self.cols[ck] = _path_rows(self.bank, key, self.module_rows(key[2], L))
+        return C
+
+    def map_rows(self, key, L, Y):
+        """Rows y ↦ C_θ y without keeping C_θ (operators only)."""
+        bank = self.bank
+        Y = np.atleast_2d(Y)
+        A = 0.5 * (bank.get(module_name(key[2], 1)).apply(Y[:, :L]) + Y[:, L:L + 1] * _e1(bank, key[2])[None, :])
+        A = _half(bank, tuple_name(1), A, 0.25)
+        A = _half(bank, module_name(key[2], 0), A)
+        return _path_rows(bank, key, A)
+
+    def gram_block(self, ca, cb):
+        """C_a C_bᵀ for two (key, L) column identities (cached)."""
+        if ca > cb:
+            return self.gram_block(cb, ca).T
+        G = self.gram.get((ca, cb))
+        if G is None:
+            G = self.gram[(ca, cb)] = self.columns(*ca) @ self.columns(*cb).T
+        return G
+
+    def trim(self, live):
+        """Drop the column images (and their Gram blocks) not in ``live`` once over budget."""
+        size = sum(C.nbytes for C in self.cols.values())
+        if size <= EXPLICIT_MAX_BYTES:
+            return
+        for ck in [c for c in self.cols if c not in live]:
+            del self.cols[ck]
+        self.gram = {p: G for p, G in self.gram.items() if p[0] in live and p[1] in live}
+
+
 class _Structure:
     """The found tree and its linear map y = [z_θ; W_θ]_θ ↦ s (forward) and its adjoint."""
 
-    def __init__(self, bank):
+    def __init__(self, bank, images=None):
         self.bank = bank
         self.nodes = []
+        self.images = images if images is not None else _Images(bank)
 
     def add(self, path, module, parent, L, words):
-        self.nodes.append(_Node(tuple(path), module, parent, L, words))
+        anc = () if parent < 0 else self.nodes[parent].key[1] + (self.nodes[parent].module,)
+        self.nodes.append(_Node(tuple(path), module, parent, L, words, key=_key(path, anc, module)))
         k = len(self.nodes) - 1
         if parent >= 0:
             self.nodes[parent].children.append(k)
         return k
+
+    def col_ids(self):
+        return [(n.key, n.L) for n in self.nodes]
+
+    def explicit(self):
+        """Whether the column images of every node fit the memory budget."""
+        return sum(n.L + 1 for n in self.nodes) * self.bank.d_sketch * 8 <= EXPLICIT_MAX_BYTES
 
     def by_depth(self):
         out = {}
@@ -213,7 +344,70 @@ class _Structure:
             out.setdefault(n.depth, []).append(k)
         return [out[h] for h in sorted(out)]
 
+    def node_forward(self, k, y):
+        """C_k y for one node."""
+        n = self.nodes[k]
+        if self.explicit():
+            return y @ self.images.columns(n.key, n.L)
+        return self.images.map_rows(n.key, n.L, y[None, :])[0]
+
     def forward(self, Y):
+        """s = Σ_θ C_θ y_θ."""
+        if not self.explicit():
+            return self._forward_ops(Y)
+        s = np.zeros(self.bank.d_sketch)
+        self.images.trim(set(self.col_ids()))
+        for n, y in zip(self.nodes, Y):
+            s += y @ self.images.columns(n.key, n.L)
+        return s
+
+    def adjoint(self, r, want_inputs=False):
+        """(U, G_in): U[k] = C_kᵀ r, and G_in[k] = the residual pulled back into the input-list space
+        of node k (what a child candidate at position j reads through ½(I+R_j)ᵀ), for every node
+        when ``want_inputs`` is True, or for the node indices it lists."""
+        if not self.explicit():
+            return self._adjoint_ops(r, want_inputs)
+        self.images.trim(set(self.col_ids()))
+        U = [self.images.columns(n.key, n.L) @ r for n in self.nodes]
+        want = range(len(self.nodes)) if want_inputs is True else (want_inputs or ())
+        return U, self.inputs(r, want)
+
+    def inputs(self, r, ks):
+        """{k: residual pulled back into node k's input-list space} (operators, shared prefixes)."""
+        bank = self.bank
+        g, gin = {}, {}
+
+        def g_of(k):
+            if k not in g:
+                n = self.nodes[k]
+                src = r if n.parent < 0 else gin_of(n.parent)
+                x = src[None, :]
+                g[k] = 0.5 * (x + bank.get(tuple_name(n.path[-1])).apply_t(x))
+            return g[k]
+
+        def gin_of(k):
+            if k not in gin:
+                x = g_of(k)
+                t = 0.5 * (x + bank.get(module_name(self.nodes[k].module, 0)).apply_t(x))
+                gin[k] = (0.25 * (t + bank.get(tuple_name(2)).apply_t(t)))[0]
+            return gin[k]
+
+        return {k: gin_of(k) for k in ks}
+
+    def normal_matrix(self):
+        """CᵀC of the found nodes (n_par × n_par) from cached Gram blocks, and the offsets."""
+        ids = self.col_ids()
+        off = np.concatenate([[0], np.cumsum([L + 1 for _, L in ids])]).astype(int)
+        G = np.empty((off[-1], off[-1]))
+        for a, ca in enumerate(ids):
+            for b in range(a, len(ids)):
+                B = self.images.gram_block(ca, ids[b])
+                G[off[a]:off[a + 1], off[b]:off[b + 1]] = B
+                if b != a:
+                    G[off[b]:off[b + 1], off[a]:off[a + 1]] = B.T
+        return G, off
+
+    def _forward_ops(self, Y):
         """s = Σ_θ C_θ y_θ, computed level by level from the deepest (the sketch recursion)."""
         bank, d = self.bank, self.bank.d_sketch
         o = {}
@@ -247,11 +441,11 @@ class _Structure:
             s = (0.5 * (X + _group_apply(bank, [tuple_name(self.nodes[k].path[0]) for k in top], X))).sum(axis=0)
         return s
 
-    def adjoint(self, r, want_inputs=False):
-        """(U, G_in): U[k] = C_kᵀ r, and (if asked) G_in[k] = the residual pulled back into the
-        input-list space of node k (what a child candidate at position j reads through ½(I+R_j)ᵀ)."""
+    def _adjoint_ops(self, r, want_inputs=False):
+        """:meth:`adjoint` through the operators only (every node, level by level)."""
         bank = self.bank
         U, G_in, g = {}, {}, {}
+        wanted = set(range(len(self.nodes))) if want_inputs is True else set(want_inputs or ())
         top = [k for k, n in enumerate(self.nodes) if n.parent < 0]
         if top:
             X = np.broadcast_to(r, (len(top), len(r))).copy()
@@ -269,7 +463,7 @@ class _Structure:
                 e = Aa[rows] @ _e1(bank, m)
                 for j, v, ee in zip(rows, V, e):
                     U[ks[j]] = np.concatenate([0.5 * v[:L], [0.5 * ee]])
-            need = [j for j, k in enumerate(ks) if self.nodes[k].children or want_inputs]
+            need = [j for j, k in enumerate(ks) if self.nodes[k].children or k in wanted]
             if need:
                 Gi = 0.25 * (T[need] + bank.get(tuple_name(2)).apply_t(T[need]))
                 kids = []
@@ -283,7 +477,7 @@ class _Structure:
                                                 X, True))
                     for (c, _), x in zip(kids, X):
                         g[c] = x
-        return [U[k] for k in range(len(self.nodes))], G_in
+        return [U[k] for k in range(len(self.nodes))], {k: v for k, v in G_in.items() if k in wanted}
 
     def gram_blocks(self):
         """{module: (node indices, K)} of the formal Gram, block-diagonal by module."""
@@ -292,7 +486,7 @@ class _Structure:
             out.setdefault(n.module, []).append(k)
         res = {}
         for m, ks in out.items():
-            K = np.array([[formal_gram(self.nodes[a].words, m, self.nodes[b].words, m) for b in ks] for a in ks])
+            K = np.array([[_kappa(self.nodes[a].key, self.nodes[b].key) for b in ks] for a in ks])
             res[m] = (ks, K)
         return res
 
@@ -316,7 +510,16 @@ def _refit(st, s, Y0):
     blocks = [(ks, np.linalg.pinv(K)) for ks, K in st.gram_blocks().values()]
     Y = [y.copy() for y in Y0]
     b, _ = st.adjoint(s)
-    AY, _ = st.adjoint(st.forward(Y))
+    if st.explicit():                      # CᵀC from the cached word images: each step is O(n_par²)
+        G, off = st.normal_matrix()
+
+        def normal(P):
+            v = G @ np.concatenate(P)
+            return [v[off[k]:off[k + 1]] for k in range(len(P))]
+    else:
+        def normal(P):
+            return st.adjoint(st.forward(P))[0]
+    AY = normal(Y)
     R = [bb - a for bb, a in zip(b, AY)]
     bn = math.sqrt(_dot(b, b)) or 1.0
     Zp = _precondition(blocks, R)
@@ -324,7 +527,7 @@ def _refit(st, s, Y0):
     rz = _dot(R, Zp)
     it = 0
     while it < PCG_MAX_ITER and math.sqrt(_dot(R, R)) > PCG_TOL * bn:
-        AP, _ = st.adjoint(st.forward(P))
+        AP = normal(P)
         pap = _dot(P, AP)
         if not pap > 0:
             break
@@ -459,7 +662,8 @@ def _chi2_threshold(dof, alpha, m):
 
 
 def _candidate_scores(st, bank, parents, G_root, G_in, taken, modules, lengths, max_inputs):
-    """[(parent, position, module, u_c, words)] for every free (parent, position, module)."""
+    """[(parent, position, module, u_c, key, path)] for every free (parent, position, module); ``key``
+    names the candidate's column map (its formal words are ``_words_of_key(key)``)."""
     cands = []
     rows, meta = [], []
     for p in parents:
@@ -474,15 +678,15 @@ def _candidate_scores(st, bank, parents, G_root, G_in, taken, modules, lengths, 
     X = np.array(rows)
     X = 0.5 * (X + _group_apply(bank, [tuple_name(j) for _, j in meta], X, True))
     for m in modules:
-        U = _attr_adjoint(bank, m, X, lengths[m])
+        U = st.images.scores(m, X, lengths[m])
         for (p, j), u in zip(meta, U):
             if p < 0:
                 path, anc = (j,), ()
             else:
                 n = st.nodes[p]
                 path = n.path + (j,)
-                anc = [st.nodes[a].module for a in _ancestors(st, p)] + [n.module]
-            cands.append([p, j, m, u, column_words(path, anc, m), path])
+                anc = n.key[1] + (n.module,)
+            cands.append([p, j, m, u, _key(path, anc, m), path])
     return cands
 
 
@@ -502,20 +706,15 @@ def _omp_level(st, cands, Ycur, Ures, r2, d, floor2, alpha, lengths):
     thr = {L: _chi2_threshold(L + 1, alpha, len(cands)) for L in set(lengths.values())}
     # per module: members (existing node indices or ('c', idx)) with their words and b vectors
     members = {m: [k for k, n in enumerate(st.nodes) if n.module == m] for m in lengths}
-    kappa_cache = {}
 
-    def words_of(x):
-        return st.nodes[x].words if isinstance(x, int) else cands[x[1]][4]
+    def key_of(x):
+        return st.nodes[x].key if isinstance(x, int) else cands[x[1]][4]
 
     def b_of(x):
         return Ures[x] if isinstance(x, int) else cands[x[1]][3]
 
     def kap(x, y):
-        key = (x, y) if str(x) <= str(y) else (y, x)
-        v = kappa_cache.get(key)
-        if v is None:
-            v = kappa_cache[key] = formal_gram(words_of(x), "m", words_of(y), "m")
-        return v
+        return _kappa(key_of(x), key_of(y))
 
     def solve(m):
         T = members[m]
@@ -534,7 +733,7 @@ def _omp_level(st, cands, Ycur, Ures, r2, d, floor2, alpha, lengths):
         sigma2 = max((r2 - explained) / d, floor2)
         best, best_ratio, best_score = None, 1.0, 0.0
         for ci in alive:
-            p, j, m, u, words, path = cands[ci]
+            p, j, m, u, key, path = cands[ci]
             T, Kinv, DZ = state[m]
             kcc = kap(("c", ci), ("c", ci))
             if T:
@@ -584,7 +783,7 @@ def _removal_costs(st, Y):
 
 def _rebuild(st, Y, keep):
     """A new structure with only the nodes in ``keep`` (a set closed under parents)."""
-    new = _Structure(st.bank)
+    new = _Structure(st.bank, st.images)
     remap = {}
     Ynew = []
     for k, n in enumerate(st.nodes):
@@ -597,8 +796,9 @@ def _rebuild(st, Y, keep):
 
 def _recompute_words(st):
     for k, n in enumerate(st.nodes):
-        anc = [st.nodes[a].module for a in _ancestors(st, k)]
-        n.words = column_words(n.path, anc, n.module)
+        anc = tuple(st.nodes[a].module for a in _ancestors(st, k))
+        n.key = _key(n.path, anc, n.module)
+        n.words = _words_of_key(n.key)
 
 
 def _swap_pass(st, Y, s, mods, lengths, stats):
@@ -609,26 +809,24 @@ def _swap_pass(st, Y, s, mods, lengths, stats):
     module chosen under noise. Returns (Y, changed)."""
     bank = st.bank
     changed = False
+    r = s - st.forward(Y)
     for k in range(len(st.nodes)):
         n = st.nodes[k]
-        Y0 = list(Y)
-        Y0[k] = np.zeros_like(Y[k])
-        rk = s - st.forward(Y0)
-        U, G_in = st.adjoint(rk, want_inputs=True)
+        rk = r + st.node_forward(k, Y[k])          # the residual without node k's own contribution
+        U, G_in = st.adjoint(rk, want_inputs=() if n.parent < 0 else (n.parent,))
         G = rk if n.parent < 0 else G_in[n.parent]
         j = n.path[-1]
         X = 0.5 * (G[None, :] + bank.get(tuple_name(j)).apply_t(G[None, :]))
-        anc = [st.nodes[a].module for a in _ancestors(st, k)]
+        anc = n.key[1]
         best, best_score, best_y, cur_score = None, 0.0, None, 0.0
         for m in mods:
-            u = _attr_adjoint(bank, m, X, lengths[m])[0]
-            words = column_words(n.path, anc, m)
-            kcc = formal_gram(words, m, words, m)
+            u = st.images.scores(m, X, lengths[m])[0]
+            key = _key(n.path, anc, m)
+            kcc = _kappa(key, key)
             others = [q for q, nq in enumerate(st.nodes) if nq.module == m and q != k]
             if others:
-                kc = np.array([formal_gram(words, m, st.nodes[q].words, m) for q in others])
-                K = np.array([[formal_gram(st.nodes[a].words, m, st.nodes[b].words, m) for b in others]
-                              for a in others])
+                kc = np.array([_kappa(key, st.nodes[q].key) for q in others])
+                K = np.array([[_kappa(st.nodes[a].key, st.nodes[b].key) for b in others] for a in others])
                 Kinv = np.linalg.pinv(K)
                 v = u - kc @ (Kinv @ np.array([U[q] for q in others]))
                 e = kcc - float(kc @ Kinv @ kc)
@@ -648,6 +846,7 @@ def _swap_pass(st, Y, s, mods, lengths, stats):
             Y, it = _refit(st, s, Y)
             stats["iters"] += it
             changed = True
+            r = s - st.forward(Y)
     return Y, changed
 
 
@@ -734,7 +933,8 @@ def unroll(s, bank, modules, max_depth=3, max_inputs=4, *, length=None, alpha=AL
 
     s_norm2 = float(s @ s)
     floor2 = (REL_NOISE_FLOOR ** 2) * s_norm2 / d
-    st = _Structure(bank)
+    aprime_ok = sum(lengths[m] + 1 for m in mods) * d * 8 <= APRIME_MAX_BYTES
+    st = _Structure(bank, _Images(bank, aprime_ok))
     Y = []
     r = s.copy()
     stats = {"cands": 0, "iters": 0}
@@ -745,7 +945,7 @@ def unroll(s, bank, modules, max_depth=3, max_inputs=4, *, length=None, alpha=AL
             parents = [-1] if h == 2 else [k for k, n in enumerate(st.nodes) if n.depth == h - 1]
             if not parents:
                 break
-            Ures, G_in = st.adjoint(r, want_inputs=True) if st.nodes else ([], {})
+            Ures, G_in = st.adjoint(r, want_inputs=[p for p in parents if p >= 0]) if st.nodes else ([], {})
             taken = {(n.parent, n.path[-1]) for n in st.nodes}
             cands = _candidate_scores(st, bank, parents, r, G_in, taken, mods, lengths, J)
             stats["cands"] += len(cands)
@@ -758,8 +958,8 @@ def unroll(s, bank, modules, max_depth=3, max_inputs=4, *, length=None, alpha=AL
             changed = True
             Y = [y + dz for y, dz in zip(Y, inc_nodes)]
             for ci in accepted:
-                p, j, m, u, words, path = cands[ci]
-                st.add(path, m, p, lengths[m], words)
+                p, j, m, u, key, path = cands[ci]
+                st.add(path, m, p, lengths[m], _words_of_key(key))
                 Y.append(inc_cands[ci])
             Y, it = _refit(st, s, Y)
             stats["iters"] += it

@@ -45,13 +45,13 @@ class Mutation:
     expect: tuple          # claim names that must read "not consistent" (at least one claim each)
 
 
-DECODE_IMPORT = "from .theory import depth_constant, erasure_rescale, object_sketch_constant"
+DECODE_IMPORT = "from .theory import check_depth, depth_constant, erasure_rescale, object_sketch_constant"
 
 MUTATIONS = (
     Mutation(
         "decoder_c3_x2", "c_h doubled at depth 3 in the decoders only (predictions unchanged)",
         "sketchsim/decode.py", DECODE_IMPORT,
-        "from .theory import depth_constant as _c_h, erasure_rescale, object_sketch_constant\n\n\n"
+        "from .theory import check_depth, depth_constant as _c_h, erasure_rescale, object_sketch_constant\n\n\n"
         "def depth_constant(h):\n    return _c_h(h) * (2.0 if int(h) == 3 else 1.0)",
         ("thm1_attributes",), ("thm1.i", "thm1.i.noise", "thm1.ii", "thm1.ii.noise")),
     Mutation(
