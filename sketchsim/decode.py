@@ -90,6 +90,7 @@ __all__ = [
     "object_sketch",
     "similarity",
     "Similarity",
+    "NonFiniteEstimateError",
     "erase",
     "ErasedSketch",
     "path_word",
@@ -462,6 +463,11 @@ def _e1_sq_norm(bank, module):
     return float(col @ col)
 
 
+class NonFiniteEstimateError(ValueError):
+    """A decoder's estimate would be inf or NaN (the divisor c_h·w or ⟨R_{M,2} e_1, s⟩ is zero or
+    below float precision); raised instead of returning it."""
+
+
 _NOT_FINITE = ("the estimate is not finite in float64: it divides by c_h·w (depth h, weight w) or by "
                "⟨R_{M,2} e_1, s⟩, which is zero or below float precision here; check depth, weight and module")
 
@@ -470,13 +476,13 @@ def _out(X, single, length):
     if length is not None:
         X = X[:, :length]
     if not np.all(np.isfinite(X)):
-        raise ValueError(f"{_NOT_FINITE}; got {float(X[~np.isfinite(X)].flat[0])!r}")
+        raise NonFiniteEstimateError(f"{_NOT_FINITE}; got {float(X[~np.isfinite(X)].flat[0])!r}")
     return X[0] if single else X
 
 
 def _scalar_out(v, single):
     if not np.all(np.isfinite(v)):
-        raise ValueError(f"{_NOT_FINITE}; got {float(np.ravel(v)[~np.isfinite(np.ravel(v))][0])!r}")
+        raise NonFiniteEstimateError(f"{_NOT_FINITE}; got {float(np.ravel(v)[~np.isfinite(np.ravel(v))][0])!r}")
     return float(v[0]) if single else v
 
 

@@ -140,9 +140,10 @@ class Summary:
     module : str
     keeps : tuple of int
         The distinct stored prefix lengths among them (``(d,)`` when none is aged).
-    mean_attributes : ndarray
+    mean_attributes : ndarray or None
         Weight-averaged mean attribute of the module's objects over the whole selection
-        (:func:`~sketchsim.decode.mean_attributes`, no weight needed).
+        (:func:`~sketchsim.decode.mean_attributes`, no weight needed); None when its denominator
+        ⟨R_{M,2} e_1, s⟩ is zero (an aged block-sparse sum whose kept prefix misses that column).
     count : float or None
         Estimated number of the module's objects in the whole selection
         (:func:`~sketchsim.decode.count`); None unless ``depth`` and ``weight`` were given.
@@ -1042,7 +1043,10 @@ class SketchRepository:
                              f"depth={depth!r}, weight={weight!r}")
         s, n, keeps = self.summed(where, kind=kind, parent=parent)
         bank = self._bank
-        mean = decode.mean_attributes(s, bank, module, length=length, column_norm=column_norm)
+        try:
+            mean = decode.mean_attributes(s, bank, module, length=length, column_norm=column_norm)
+        except decode.NonFiniteEstimateError:
+            mean = None          # ⟨R_{M,2} e_1, s⟩ = 0: e.g. an aged block-sparse sum whose prefix misses that column
         count = total = None
         if depth is not None:
             count = decode.count(s, bank, module, depth, weight, column_norm=column_norm)
