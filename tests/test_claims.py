@@ -255,6 +255,16 @@ def test_rate_test_wilson_interval_by_hand():
         C.rate_test("r", "r", 11, 10, 0.9)
 
 
+@pytest.mark.parametrize("n", [10, 60, 64, 100, 501, 1000])
+def test_rate_test_all_or_none_reaches_the_exact_bound(n):
+    """n/n successes against "rate ≥ 1" (tol 0) is consistent: the Wilson upper bound is exactly 1
+    (c + h rounds to 1 − 2e-16 for n = 60), and 0/n against "rate ≤ 0" likewise."""
+    t = C.rate_test("r", "r", n, n, 1.0, tol=0.0)
+    assert t.interval[1] == 1.0 and t.verdict()[0] == C.CONSISTENT
+    t = C.rate_test("r", "r", 0, n, 0.0, tol=0.0, kind="at_most")
+    assert t.interval[0] == 0.0 and t.verdict()[0] == C.CONSISTENT
+
+
 def test_mean_test():
     t = C.mean_test("bias", "mean signed error", [0.1, -0.1, 0.2, -0.2], predicted=0.0, tol=0.05)
     assert t.estimate == pytest.approx(0.0) and t.verdict()[0] == C.CONSISTENT

@@ -438,8 +438,9 @@ def rate_test(key, label, successes, n, predicted, tol=0.05, kind="at_least", re
     den = 1 + z * z / n
     c = (p + z * z / (2 * n)) / den
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return Test(key, label, p, (max(c - h, 0.0), min(c + h, 1.0)), predicted, tol, resolution, kind=kind,
-                source=source)
+    lo = 0.0 if successes == 0 else max(c - h, 0.0)      # the Wilson bounds are exactly 0 and 1 there;
+    hi = 1.0 if successes == n else min(c + h, 1.0)       # c ± h misses them by rounding (1 − 2e-16)
+    return Test(key, label, p, (lo, hi), predicted, tol, resolution, kind=kind, source=source)
 
 
 def pooled_slope_test(key, label, sxy, sxx, syy, n, weights=None, predicted=1.0, tol=SLOPE_TOL,
