@@ -2,7 +2,7 @@
 
 `main()` times, on one thread and in the same process:
 
-* ``sketchsim._matrix_kernels._fwht`` (ours), the previous kernel (a verbatim copy kept below as
+* ``sketchsim._fwht._fwht`` (ours), the previous kernel (a verbatim copy kept below as
   ``_old_fwht``, for the before/after and the difference check) and the peers ``fht-cpu``
   (``fht_cpu.fht_1d_f64``) and FFHT (``ffht.fht``, pip ``ffht-unofficial``) when importable, at
   d = 2^10 … 2^22. Rounds are interleaved (every implementation once per round, in rotating order),
@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 
 import sketchsim as ss
-from sketchsim import _matrix_kernels as K
+from sketchsim import _fwht as K
 
 SIZES = tuple(2 ** k for k in (10, 12, 14, 16, 18, 20, 22))
 TARGET_SIZES = (2 ** 16, 2 ** 20, 2 ** 22)
@@ -39,7 +39,7 @@ SEED = 3
 
 
 # ----------------------------------------------------------------------------- the previous kernel
-# Verbatim copy of the FWHT of sketchsim/_matrix_kernels.py before issue 11 (radix-8 scalar first
+# Verbatim copy of the FWHT of sketchsim/_matrix_kernels.py (now sketchsim/_fwht.py) before issue 11 (radix-8 scalar first
 # pass, radix-4 stages, 64-column strips): the "before" column and the difference check.
 @njit(cache=True, nogil=True)
 def _old_fwht(x):

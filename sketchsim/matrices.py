@@ -25,6 +25,7 @@ import re
 
 import numpy as np
 
+from . import _hadamard_kernels as HK
 from . import _matrix_kernels as K
 from ._io import check_allocation
 from ._parallel import run_rows
@@ -227,7 +228,7 @@ class HadamardOperator(_Operator):
 
     def _apply(self, X):
         out = np.empty((X.shape[0], self.d))
-        run_rows(K.hadamard_apply, X.shape[0], self._work(X.shape[0]), X, out, self.perm, self.signs[0],
+        run_rows(HK.hadamard_apply, X.shape[0], self._work(X.shape[0]), X, out, self.perm, self.signs[0],
                  self.signs[1], self.signs[2], self.scale)
         return out
 
@@ -236,7 +237,7 @@ class HadamardOperator(_Operator):
 
     def _apply_t(self, X):
         out = np.empty((X.shape[0], self.d))
-        run_rows(K.hadamard_apply_t, X.shape[0], self._work(X.shape[0]), X, out, self.perm,
+        run_rows(HK.hadamard_apply_t, X.shape[0], self._work(X.shape[0]), X, out, self.perm,
                  self.signs[0], self.signs[1], self.signs[2], self.scale)
         return out
 

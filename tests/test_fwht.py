@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import sketchsim as ss
-from sketchsim import _matrix_kernels as K
+from sketchsim import _fwht as K
 from sketchsim import reference as ref
 
 

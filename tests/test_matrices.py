@@ -114,7 +114,7 @@ def test_hadamard_equals_its_dense_view_and_reference():
 
 
 def test_fwht_kernel_matches_reference():
-    from sketchsim._matrix_kernels import fwht_rows
+    from sketchsim._fwht import fwht_rows
 
     for d in (1, 2, 4, 8, 16, 32, 64, 512):
         X = np.random.default_rng(d).standard_normal((2, d))
