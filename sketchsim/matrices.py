@@ -83,21 +83,40 @@ class _Operator:
         self.d = int(d_sketch)
         self.name = name
 
-    def apply(self, X):
-        """R x for a vector ``(L,)`` or rows ``(m, L)`` with L ≤ d (zero-padded); returns ``(…, d)``."""
+    def apply(self, X, out=None):
+        """R x for a vector ``(L,)`` or rows ``(m, L)`` with L ≤ d (zero-padded); returns ``(…, d)``.
+
+        ``out``, optional: a C-contiguous float64 array of the result's shape, filled and returned
+        (no fresh pages in a loop that reuses it). It must not overlap ``X``.
+        """
         X, single = _as_rows(X)
         if X.shape[1] > self.d:
             raise ValueError(f"vectors given to {self.name} must have length ≤ d_sketch={self.d}; got {X.shape[1]}")
-        out = self._apply(X)
-        return out[0] if single else out
+        res = self._apply(X, self._out(out, X, single))
+        return res[0] if single else res
 
-    def apply_t(self, X):
-        """Rᵀ x for a vector ``(d,)`` or rows ``(m, d)``."""
+    def apply_t(self, X, out=None):
+        """Rᵀ x for a vector ``(d,)`` or rows ``(m, d)``; ``out`` as in :meth:`apply`."""
         X, single = _as_rows(X)
         if X.shape[1] != self.d:
             raise ValueError(f"vectors given to {self.name}ᵀ must have length d_sketch={self.d}; got {X.shape[1]}")
-        out = self._apply_t(X)
-        return out[0] if single else out
+        res = self._apply_t(X, self._out(out, X, single))
+        return res[0] if single else res
+
+    def _out(self, out, X, single):
+        """The (m, d) array a kernel fills: ``out`` checked (as rows), or a fresh uninitialised one."""
+        m = X.shape[0]
+        if out is None:
+            return np.empty((m, self.d))
+        want = (self.d,) if single else (m, self.d)
+        if not isinstance(out, np.ndarray) or out.dtype != np.float64 or out.shape != want \
+                or not out.flags.c_contiguous or not out.flags.writeable:
+            got = (f"{out.dtype} array of shape {out.shape}" if isinstance(out, np.ndarray)
+                   else type(out).__name__)
+            raise ValueError(f"out must be a writeable C-contiguous float64 array of shape {want}; got {got}")
+        if np.shares_memory(out, X):
+            raise ValueError("out must not overlap the input X")
+        return out.reshape(m, self.d)
 
     def column(self, j):
         """Column j (0-based) of R, i.e. R e_{j+1}."""
@@ -105,7 +124,7 @@ class _Operator:
             raise ValueError(f"column index j must lie in 0..{self.d - 1}; got {j}")
         e = np.zeros((1, j + 1))
         e[0, j] = 1.0
-        return self._apply(e)[0]
+        return self._apply(e, np.empty((1, self.d)))[0]
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r}, d={self.d})"
@@ -119,12 +138,12 @@ class DenseOperator(_Operator):
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float64)
         self.family = family
 
-    def _apply(self, X):
+    def _apply(self, X, out):
         L = X.shape[1]
-        return X @ (self.matrix.T if L == self.d else self.matrix[:, :L].T)
+        return np.matmul(X, self.matrix.T if L == self.d else self.matrix[:, :L].T, out=out)
 
-    def _apply_t(self, X):
-        return X @ self.matrix
+    def _apply_t(self, X, out):
+        return np.matmul(X, self.matrix, out=out)
 
     def dense(self):
         return self.matrix.copy()
@@ -139,8 +158,9 @@ class ZeroOperator(_Operator):
 
     family = "zero"
 
-    def _apply(self, X):
-        return np.zeros((X.shape[0], self.d))
+    def _apply(self, X, out):
+        out.fill(0.0)
+        return out
 
     _apply_t = _apply
 
@@ -184,15 +204,14 @@ class BlockSparseOperator(_Operator):
     def n_blocks(self):
         return int(self.col_ptr[-1])
 
-    def _apply(self, X):
-        out = np.zeros((X.shape[0], self.d))
+    def _apply(self, X, out):
+        out.fill(0.0)
         work = X.shape[0] * self.n_blocks * self.b * X.shape[1] // self.d
         run_rows(K.bs_apply, X.shape[0], work, X, out, self.col_ptr, self.blk_row, self.blk_sign, self.b,
                  self.scale)
         return out
 
-    def _apply_t(self, X):
-        out = np.empty((X.shape[0], self.d))
+    def _apply_t(self, X, out):
         run_rows(K.bs_apply_t, X.shape[0], X.shape[0] * self.n_blocks * self.b, X, out, self.col_ptr,
                  self.blk_row, self.blk_sign, self.b, self.scale)
         return out
@@ -226,8 +245,7 @@ class HadamardOperator(_Operator):
         self.signs = (rng.integers(0, 2, size=(3, d)) * 2 - 1).astype(np.int8)
         self.scale = float(d) ** -1.5
 
-    def _apply(self, X):
-        out = np.empty((X.shape[0], self.d))
+    def _apply(self, X, out):
         run_rows(HK.hadamard_apply, X.shape[0], self._work(X.shape[0]), X, out, self.perm, self.signs[0],
                  self.signs[1], self.signs[2], self.scale)
         return out
@@ -235,14 +253,13 @@ class HadamardOperator(_Operator):
     def _work(self, m):
         return 3 * m * self.d * max(1, self.d.bit_length())
 
-    def _apply_t(self, X):
-        out = np.empty((X.shape[0], self.d))
+    def _apply_t(self, X, out):
         run_rows(HK.hadamard_apply_t, X.shape[0], self._work(X.shape[0]), X, out, self.perm,
                  self.signs[0], self.signs[1], self.signs[2], self.scale)
         return out
 
     def dense(self):
-        return self._apply(np.eye(self.d)).T.copy()
+        return self._apply(np.eye(self.d), np.empty((self.d, self.d))).T.copy()
 
     @property
     def nbytes(self):

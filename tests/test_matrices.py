@@ -178,3 +178,22 @@ def test_replaced_bank_overrides_and_zero_default():
     np.testing.assert_array_equal(kept.dense("tuple/2"), base.dense("tuple/2"))
     with pytest.raises(ValueError, match="shape"):
         base.replaced({"tuple/1": np.eye(3)})
+
+
+@pytest.mark.parametrize("family,d,kw", [("haar", 96, {}), ("gaussian", 96, {}), ("hadamard", 128, {}),
+                                         ("block-sparse", 192, dict(block_size=48, block_prob=0.3))])
+def test_out_argument_fills_the_given_buffer_with_the_same_result(family, d, kw):
+    op = ss.MatrixBank(d, family, 3, **kw).get("tuple/2")
+    X = np.random.default_rng(1).standard_normal((3, d))
+    for f in (op.apply, op.apply_t):
+        buf = np.full((3, d), np.nan)                  # stale contents must not leak into the result
+        res = f(X, out=buf)
+        assert np.shares_memory(res, buf)
+        np.testing.assert_array_equal(buf, f(X))
+        v = np.full(d, np.nan)
+        f(X[1], out=v)
+        np.testing.assert_array_equal(v, f(X[1]))
+    with pytest.raises(ValueError, match="out must be .* shape \\(3, %d\\)" % d):
+        op.apply(X, out=np.empty((3, d - 1)))
+    with pytest.raises(ValueError, match="overlap"):
+        op.apply_t(X, out=X)
