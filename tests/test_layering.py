@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and the ones below, never a later one):
 
-0. kernels   ``sketchsim/_*kernels.py``, ``_rng.py``
+0. kernels   ``sketchsim/_*kernels.py``, ``_rng.py``, ``_fwht.py``
 1. core      ``graph``, ``matrices``, ``sketch``, ``_validation``, ``_io``, ``_parallel`` and the
              package ``__init__`` (its public facade re-exports the core)
 2. decoders  ``decode``, ``theory``, ``reference``
@@ -26,6 +26,7 @@ LAYERS = {
 }
 MODULE_LAYER = {
     "sketchsim._rng": "kernels",
+    "sketchsim._fwht": "kernels",
     "sketchsim": "core",
     "sketchsim.graph": "core",
     "sketchsim.matrices": "core",
