@@ -293,12 +293,7 @@ def details(df):
 def figures(df, outdir):
     import os
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sketchsim.harness.plots import save_figure
+    from sketchsim.harness.plots import new_figure, save_figure
 
     written = []
     if not len(df):
@@ -306,7 +301,7 @@ def figures(df, outdir):
     for fname, num, den, pred, ylabel in (
             (FIG_COUNT, "m_count_exact", "m_count_n", "m_count_p_exact", "exact-count rate (per class)"),
             (FIG_ATTR, "m_class_ok", "m_class_n", "m_class_p_ok", "head agreement on decoded embedding")):
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig, (ax,) = new_figure(width=6.4, height=4.2)
         for fam, sub in _groups(df):
             for w, r in sub.groupby("p_weight"):
                 a = r.groupby("p_d_sketch")[[num, den, pred]].sum()

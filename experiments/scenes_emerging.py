@@ -267,19 +267,14 @@ def details(df):
 
 
 def figures(df, outdir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sketchsim.harness.plots import save_figure
+    from sketchsim.harness.plots import new_figure, save_figure
 
     if not len(df):
         return []
     written = []
     for fname, key, ylabel in ((FIG_ACC, "acc89", "accuracy on held-out 8s and 9s"),
                                (FIG_PUR, "purity", "cluster purity of flagged objects")):
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig, (ax,) = new_figure(width=6.4, height=4.2)
         for fam in sk.families_in(df):
             a = df[df["p_family"] == fam].groupby("p_d_sketch")[[f"m_{key}_raw", f"m_{key}_sketch"]].mean()
             line, = ax.plot(a.index, a[f"m_{key}_sketch"], "o-", label=f"{fam}: sketch")

@@ -267,17 +267,12 @@ def details(df):
 
 
 def figures(df, outdir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sketchsim.harness.plots import save_figure
+    from sketchsim.harness.plots import new_figure, save_figure
 
     if not len(df):
         return []
     written = []
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax,) = new_figure(width=7, height=4)
     labels = [f"{f}\nd={int(d)}" for (f, d), _ in df.groupby(["p_family", "p_d_sketch"])]
     x = np.arange(len(labels))
     for j, m in enumerate(METHODS):
@@ -289,7 +284,7 @@ def figures(df, outdir):
     ax.set_ylabel("precision@10 (slot-aware relevance)")
     ax.legend(fontsize=7)
     written.append(save_figure(fig, os.path.join(outdir, FIG_P)))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax,) = new_figure(width=6, height=4)
     for (f, d), r in df.groupby(["p_family", "p_d_sketch"]):
         ks = [1.0] + list(KEEPS)
         ys = [r["m_p10_sketch_pos"].mean()] + [r[f"m_p10_aged{int(k * 100)}_pos"].mean() for k in KEEPS]
