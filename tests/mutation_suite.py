@@ -79,7 +79,7 @@ MUTATIONS = (
         "sketchsim/decode.py",
         "    n = (S @ _e1_image(bank, module)) * factor / (depth_constant(h) * np.ravel(w))",
         "    n = 1.25 * (S @ _e1_image(bank, module)) * factor / (depth_constant(h) * np.ravel(w))",
-        ("thm3_summary",), ("thm3.count",)),
+        ("thm3_summary", "scenes_decode"), ("thm3.count", "scenes.count")),
     Mutation(
         "path_word_reversed", "the index-path word reversed in the path decoder",
         "sketchsim/decode.py", "    return names\n\n\ndef _apply_t",
