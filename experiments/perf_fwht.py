@@ -7,7 +7,10 @@
   (``fht_cpu.fht_1d_f64``) and FFHT (``ffht.fht``, pip ``ffht-unofficial``) when importable, at
   d = 2^10 … 2^22. Rounds are interleaved (every implementation once per round, in rotating order),
   each round times a batch of calls, and the table reports the median over ``ROUNDS`` rounds and
-  ours/peer with a verdict (target ≤ 1.0 at 2^16, 2^20, 2^22);
+  ours/peer with a verdict (target ≤ 1.0 at 2^16, 2^20, 2^22). Every batch is timed by the wall
+  clock (the verdict) and by the thread's CPU time, and ours and fht-cpu also run on a
+  64-byte-aligned copy of x (numpy puts large arrays 16 bytes past a page, so half of the 32-byte
+  vectors straddle a cache line: ours then shifts its vector grid, fht-cpu is slowed by the splits);
 * the largest relative difference of ours against the old kernel (0 means bit-identical);
 * the hadamard sketch of a ~100-object network at d = 2^20 on 2 numba threads (target < 1 s), with
   the machine's copy bandwidth (``np.copyto`` of 256 MiB) measured in the same run as context.
@@ -169,35 +172,64 @@ def max_rel_diff(d, seed=0):
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
+def aligned_empty(d, align=64):
+    """An uninitialised float64 vector of length d whose data start on an ``align``-byte boundary."""
+    raw = np.empty(d + align // 8)
+    skip = (-raw.ctypes.data % align) // 8
+    return raw[skip:skip + d]
+
+
 def bench_fwht(sizes=SIZES, rounds=ROUNDS):
+    """Interleaved timings of every implementation at each size (see the module docstring).
+
+    Each run is (implementation, placement): every implementation on ``x`` as numpy allocates it
+    (large arrays start 16 bytes past a page, so half of the 32-byte vectors straddle a cache line)
+    and ours and fht-cpu also on a 64-byte-aligned copy. Every batch is timed by the wall clock and
+    by the thread's CPU time (``time.thread_time``: the time the batch spent on the CPU, which other
+    jobs on a loaded machine do not inflate).
+    """
     impls = implementations()
+    runs = [(n, "np") for n in impls] + [(n, "a64") for n in ("ours", "fht-cpu") if n in impls]
     rows = []
     for d in sizes:
         k = int(np.log2(d))
-        x = np.random.default_rng(d).standard_normal(d)
+        xs = {"np": np.random.default_rng(d).standard_normal(d), "a64": aligned_empty(d)}
         # each call multiplies the norm by √d (k/2 bits): from 1e-290 the values stay finite and normal
         n_calls = max(3, min(3600 // k, 2 ** 23 // (d * k)))
-        for f in impls.values():                       # compile / first touch
-            f(x)
-        times = {n: [] for n in impls}
-        names = list(impls)
+        for n, p in runs:                              # compile / first touch
+            xs[p][:] = 1e-290
+            impls[n](xs[p])
+        wall = {rp: [] for rp in runs}
+        cpu = {rp: [] for rp in runs}
         for r in range(rounds):
-            for n in names[r % len(names):] + names[:r % len(names)]:   # rotate the order
+            for rp in runs[r % len(runs):] + runs[:r % len(runs)]:   # rotate the order
+                x = xs[rp[1]]
                 x[:] = np.random.default_rng(r).standard_normal(d) * 1e-290
-                f = impls[n]
-                t = time.perf_counter()
+                f = impls[rp[0]]
+                t, c = time.perf_counter(), time.thread_time()
                 for _ in range(n_calls):
                     f(x)
-                times[n].append((time.perf_counter() - t) / n_calls)
-        med = {n: statistics.median(v) for n, v in times.items()}
+                c, t = time.thread_time() - c, time.perf_counter() - t
+                wall[rp].append(t / n_calls)
+                cpu[rp].append(c / n_calls)
+        med = {rp: statistics.median(v) for rp, v in wall.items()}
+        medc = {rp: statistics.median(v) for rp, v in cpu.items()}
         row = {"d": d, "log2_d": k, "rounds": rounds, "calls_per_round": n_calls,
-               "max_rel_diff_vs_old": max_rel_diff(d)}
+               "x_addr_mod_64": int(xs["np"].ctypes.data % 64), "max_rel_diff_vs_old": max_rel_diff(d)}
         for n in impls:
-            row[f"{n}_us"] = med[n] * 1e6
-            row[f"{n}_ns_per_dlog2d"] = med[n] * 1e9 / (d * k)
+            row[f"{n}_us"] = med[(n, "np")] * 1e6
+            row[f"{n}_cpu_us"] = medc[(n, "np")] * 1e6
+            row[f"{n}_ns_per_dlog2d"] = med[(n, "np")] * 1e9 / (d * k)
+        for n in ("ours", "fht-cpu"):
+            if (n, "a64") in med:
+                row[f"{n}_a64_us"] = med[(n, "a64")] * 1e6
         for peer in ("old", "fht-cpu", "ffht"):
-            if peer in med:
-                row[f"ours_over_{peer}"] = med["ours"] / med[peer]
+            if peer in impls:
+                row[f"ours_over_{peer}"] = med[("ours", "np")] / med[(peer, "np")]
+                row[f"ours_over_{peer}_cpu"] = medc[("ours", "np")] / medc[(peer, "np")]
+        if ("fht-cpu", "a64") in med:
+            row["ours_over_fht-cpu_a64"] = med[("ours", "a64")] / med[("fht-cpu", "a64")]
+            row["ours_over_fht-cpu_a64_cpu"] = medc[("ours", "a64")] / medc[("fht-cpu", "a64")]
         rows.append(row)
         print({k_: (round(v, 3) if isinstance(v, float) else v) for k_, v in row.items()}, flush=True)
     return rows
@@ -265,18 +297,27 @@ def _write(rows, sk, out_dir):
                                            "copy_gbs": sk["copy_gbs_before"]}])], ignore_index=True)
     atomic_write_text(os.path.join(out_dir, "perf_fwht.csv"), df.to_csv(index=False))
     peers = [p for p in ("fht-cpu", "ffht") if f"{p}_us" in rows[0]]
+    extra = [] if "fht-cpu" not in peers else [
+        ("ours_over_fht-cpu_cpu", "ours/fht-cpu (CPU time)"),
+        ("ours_over_fht-cpu_a64", "ours/fht-cpu (64-B aligned x)")]
     md = ["# perf_fwht — fast Walsh–Hadamard transform vs pip peers (1 thread), hadamard sketch", "",
           f"Median over {rows[0]['rounds']} interleaved rounds (rotating order) of the mean time of a batch "
           "of in-place float64 transforms, one thread, same process. Peers: "
           + (", ".join(peers) if peers else "none importable") + ". The machine is shared (2 cores, other "
           "jobs running): absolute times are inflated and noisy; the ratios come from interleaved rounds.", "",
-          "| d | ours (µs) | old (µs) | " + " | ".join(f"{p} (µs)" for p in peers)
-          + " | ours/old | " + " | ".join(f"ours/{p}" for p in peers) + " | verdict (≤ 1.0 vs fht-cpu) | max rel diff vs old |",
-          "|---" * (4 + 2 * len(peers) + 3) + "|"]
+          "Times and ratios are wall-clock on x as numpy allocates it (column x mod 64: where its data "
+          "start relative to a 64-byte boundary; at 16 or 48, half of the 32-byte vectors at 4-entry "
+          "boundaries straddle a cache line). Also: the same batches timed by the thread's CPU time (not "
+          "inflated when other jobs take the core), and ours and fht-cpu on a 64-byte-aligned copy of x.", "",
+          "| d | x mod 64 | ours (µs) | old (µs) | " + " | ".join(f"{p} (µs)" for p in peers)
+          + " | ours/old | " + " | ".join(f"ours/{p}" for p in peers) + "".join(f" | {h}" for _, h in extra)
+          + " | verdict (≤ 1.0 vs fht-cpu) | max rel diff vs old |",
+          "|---" * (7 + 2 * len(peers) + len(extra)) + "|"]
     for r in rows:
-        cells = [f"2^{r['log2_d']}", f"{r['ours_us']:.1f}", f"{r['old_us']:.1f}"]
+        cells = [f"2^{r['log2_d']}", str(r["x_addr_mod_64"]), f"{r['ours_us']:.1f}", f"{r['old_us']:.1f}"]
         cells += [f"{r[f'{p}_us']:.1f}" for p in peers]
         cells += [f"{r['ours_over_old']:.2f}"] + [f"{r[f'ours_over_{p}']:.2f}" for p in peers]
+        cells += [f"{r[c]:.2f}" for c, _ in extra]
         target = r["d"] in TARGET_SIZES and "fht-cpu" in peers
         cells += [(_verdict(r["ours_over_fht-cpu"]) if target else "—"), f"{r['max_rel_diff_vs_old']:.1e}"]
         md.append("| " + " | ".join(cells) + " |")

@@ -14,10 +14,17 @@ Measures, in one run and on one machine:
   below each power of two, since d must be a multiple of b and b a multiple of 3) and
   d = 2^8…2^20 for hadamard;
 * the executed matrix-product flops of the batched schedule, hence the fraction of the GEMM limit;
-* sampling time and memory of D(b, q, d) at d = 4080 for several q.
+* sampling time and memory of D(b, q, d) at d = 4080 for several q;
+* the hadamard target (issue 11): ``sketchsim.sketch`` of the same network at d = 2^20 in < 1 s on
+  2 threads, timed on 2 threads and on 1 (BLAS pinned to as many), interleaved, median of rounds,
+  with the first (cold) call, CPU and system time, page faults, a check that 1 and 2 engine
+  (numba) threads give the same bits, and a bound from measured parts: operator rows per sketch ×
+  the time of one fused operator row (1 thread) / 2 threads.
 
-Run: ``python experiments/perf_sketch.py [--quick]``. Writes ``results/perf_sketch.csv``,
-``results/perf_sketch_sampling.csv`` and ``results/perf_sketch.md`` (targets and verdicts).
+Run: ``python experiments/perf_sketch.py [--quick] [--only hadamard-2e20]``. Writes
+``results/perf_sketch.csv``, ``results/perf_sketch_sampling.csv`` and ``results/perf_sketch.md``
+(targets and verdicts); ``--only hadamard-2e20`` runs the machine limits and the hadamard target
+only (a minute or two) and writes ``results/perf_sketch_hadamard-2e20.{csv,md}``.
 Timings are medians of repeats after a warm-up (Numba compilation excluded).
 """
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import sys
 import time
 import warnings
@@ -166,6 +174,149 @@ def bench_sketching(graph, limits, quick):
     return pd.DataFrame(rows)
 
 
+TARGET_D = 2 ** 20
+TARGET_S = 1.0
+
+
+def operator_rows(graph, bank, batch=1):
+    """Operator rows one sketch applies once the bank is warm (attribute maps cached): R_p on each
+    distinct (child, position), R_2 and R_{M,0} on each object with inputs, and the three matrices
+    on every attribute row of a group that does not use its map (``sketchsim.sketch._run``)."""
+    from sketchsim.sketch import _use_attr_map
+
+    plan = _plan(graph)
+    d = bank.d_sketch
+    rows = plan.output_edges.n_y
+    pairs = {(graph.modules[m], max(len(graph.attributes[plan.order[r]]) for r in range(a, z)))
+             for lv in plan.levels for m, a, z in lv.groups}
+    maps_bytes = sum(8 * d * (L + 1) for _, L in pairs)
+    for lv in plan.levels:
+        if lv.edges is not None:
+            rows += lv.edges.n_y + 2 * len(lv.internal)
+        for m, a, z in lv.groups:
+            L = max(len(graph.attributes[plan.order[r]]) for r in range(a, z))
+            if not _use_attr_map(bank, graph.modules[m], L, (z - a) * batch, maps_bytes):
+                rows += 3 * (z - a)
+    return rows * batch
+
+
+def _timed(fn):
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    out = fn()
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return out, {"time_s": wall, "cpu_s": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
+                 "sys_s": r1.ru_stime - r0.ru_stime, "minflt": r1.ru_minflt - r0.ru_minflt}
+
+
+def bench_hadamard_target(graph, limits, rounds=5):
+    """The issue-11 target: hadamard sketch of ``graph`` at d = 2^20 in < 1 s on 2 threads.
+
+    Interleaved rounds (thread order alternating), each a warm ``ss.sketch`` on 2 and on 1
+    thread(s) (numba threads and BLAS threads pinned together); the first call (matrices drawn,
+    gather plans and attribute maps built) reported apart. Also the time of one operator row
+    R x ↦ ½(x + R x) on 1 thread (median of 15), the bound it implies, whether 1 and 2 engine
+    threads give the same bits (BLAS threads fixed), and how far the 1-thread run (BLAS on 1 too)
+    is from the 2-thread one (OpenBLAS rounds the attribute-map GEMM differently per thread count).
+    """
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    d = TARGET_D
+    n_obj = len(graph)
+    bank = ss.MatrixBank(d, "hadamard", 0)
+    nmax = min(2, numba.config.NUMBA_NUM_THREADS)
+    counts = [nmax, 1] if nmax > 1 else [1]
+    n0 = numba.get_num_threads()
+    try:
+        def cold():
+            for name in bank.matrix_names(graph):
+                bank.get(name)
+            return ss.sketch(graph, bank)
+
+        numba.set_num_threads(nmax)
+        with threadpool_limits(limits=nmax):
+            _, first = _timed(cold)
+        n_rows = operator_rows(graph, bank)
+        samples = {n: [] for n in counts}
+        sketches = {}
+        for r in range(rounds):
+            for n in (counts if r % 2 == 0 else counts[::-1]):
+                numba.set_num_threads(n)
+                with threadpool_limits(limits=n):
+                    s, m = _timed(lambda: ss.sketch(graph, bank))
+                samples[n].append(m)
+                sketches.setdefault(n, s)
+                print(f"  hadamard d=2^20, {n} thread(s), round {r + 1}: {m['time_s']:.3f} s "
+                      f"(cpu {m['cpu_s']:.2f} s, sys {m['sys_s']:.2f} s, {m['minflt']} faults)", flush=True)
+        numba.set_num_threads(1)                    # engine threads only: BLAS stays at nmax
+        with threadpool_limits(limits=nmax):
+            engine_1 = ss.sketch(graph, bank)
+        op = bank.get("tuple/2")
+        x = np.random.default_rng(0).standard_normal((1, d))
+        y = np.empty((1, d))
+        op._apply_rows(x, None, y, 0.5)
+        t_row, _ = timeit(lambda: op._apply_rows(x, None, y, 0.5), min_time=0.3, max_reps=15, min_reps=15)
+    finally:
+        numba.set_num_threads(n0)
+    identical = bool(np.array_equal(engine_1, sketches[counts[0]]))
+    diff_all = float(np.abs(sketches[counts[-1]] - sketches[counts[0]]).max())
+    rows = []
+    for n in counts:
+        med = {k: float(np.median([m[k] for m in samples[n]])) for k in samples[n][0]}
+        rows.append({"family": "hadamard", "d_sketch": d, "mode": "target", "batch": 1, "n_objects": n_obj,
+                     "threads": n, "time_s": med["time_s"], "time_min_s": min(m["time_s"] for m in samples[n]),
+                     "reps": len(samples[n]), "objects_per_s": n_obj / med["time_s"], "cpu_s": med["cpu_s"],
+                     "sys_s": med["sys_s"], "minflt": med["minflt"], "first_call_s": first["time_s"],
+                     "operator_rows": n_rows, "row_time_s": t_row, "bound_s": n_rows * t_row / n,
+                     "bits_identical_engine_threads": identical, "max_abs_diff_blas_threads": diff_all,
+                     "load_avg_1min": os.getloadavg()[0]})
+    df = pd.DataFrame(rows)
+    t2 = float(df[df.threads == counts[0]].time_s.iloc[0])
+    print(f"hadamard d=2^20, {n_obj} objects: {t2:.3f} s on {counts[0]} threads (target < {TARGET_S:g} s: "
+          f"{'met' if t2 < TARGET_S else 'MISSED'}, ×{t2 / TARGET_S:.2f} of the target); first call "
+          f"{first['time_s']:.2f} s; {n_rows} operator rows × {t_row * 1e3:.2f} ms (1 thread) / {counts[0]} = "
+          f"{n_rows * t_row / counts[0]:.3f} s bound; 1 vs {counts[0]} engine threads bit-identical: {identical}; "
+          f"1 vs {counts[0]} BLAS threads too: max |diff| {diff_all:.1e}",
+          flush=True)
+    return df
+
+
+def hadamard_target_lines(tgt, limits):
+    """Markdown section of the hadamard target from its rows (mode ``target``)."""
+    ok = lambda c: "met" if c else "MISSED"  # noqa: E731
+    r2 = tgt.sort_values("threads").iloc[-1]
+    lines = [
+        "## Hadamard target: d = 2^20, ~100 objects, < 1 s on 2 threads (issue 11)",
+        "",
+        f"`ss.sketch` of the benchmark network ({int(r2.n_objects)} objects) with a warm bank (matrices drawn, "
+        f"gather plans and attribute maps built); interleaved rounds, medians; numba and BLAS threads pinned "
+        f"together. Machine limits of the same run: GEMM {limits['gemm_gflops']:.1f} GFLOP/s, copy "
+        f"{limits['copy_gbs']:.1f} GB/s; 1-minute load average at the end: {r2.load_avg_1min:.1f} on "
+        f"{os.cpu_count()} cpus.",
+        "",
+        "| threads | median (s) | min (s) | CPU (s) | system (s) | minor faults | operator rows | bound: rows × row / threads (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in tgt.sort_values("threads", ascending=False).iterrows():
+        lines.append(f"| {int(r.threads)} | {r.time_s:.3f} | {r.time_min_s:.3f} | {r.cpu_s:.2f} | {r.sys_s:.2f} | "
+                     f"{r.minflt:.0f} | {int(r.operator_rows)} | {r.bound_s:.3f} |")
+    lines += [
+        "",
+        f"- target < {TARGET_S:g} s on {int(r2.threads)} threads: **{r2.time_s:.3f} s**, ×{r2.time_s / TARGET_S:.2f} of the "
+        f"target: **{ok(r2.time_s < TARGET_S and int(r2.threads) >= 2)}**",
+        f"- one operator row ½(x + R x) at d = 2^20, 1 thread: {r2.row_time_s * 1e3:.2f} ms; first (cold) call "
+        f"{r2.first_call_s:.2f} s",
+        f"- 1 and {int(r2.threads)} engine (numba) threads, BLAS threads fixed, give bit-identical sketches: "
+        f"{bool(r2.bits_identical_engine_threads)}; 1 thread with BLAS also on 1 differs from {int(r2.threads)} by "
+        f"max |diff| {r2.max_abs_diff_blas_threads:.1e} (OpenBLAS's GEMM of the attribute maps rounds differently "
+        f"with 1 and 2 threads; as before this change)",
+        "",
+    ]
+    return lines
+
+
 def bench_sampling(quick):
     rows = []
     d = 4080
@@ -190,6 +341,15 @@ def report(df, samp, limits, graph, elapsed):
     had = df[(df.family == "hadamard") & (df["mode"] == "single")]
     dmax = int(had.d_sketch.max())
     t_had = get("hadamard", dmax, "single", "time_s")
+    tgt = df[df["mode"] == "target"]
+    if len(tgt):
+        r2 = tgt.sort_values("threads").iloc[-1]
+        had_line = (f"| hadamard: 100-object graph at d = 2^20 in < 1 s on 2 threads | {r2.time_s:.2f} s for "
+                    f"{int(r2.n_objects)} objects on {int(r2.threads)} threads (×{r2.time_s / TARGET_S:.2f} of the target) | "
+                    f"{'met' if r2.time_s < TARGET_S and int(r2.threads) >= 2 else 'MISSED'} |")
+    else:
+        had_line = (f"| hadamard: 100-object graph at d = 2^{int(np.log2(dmax))} in < 1 s | {t_had:.2f} s for "
+                    f"{len(graph)} objects | {'met' if dmax == 2 ** 20 and t_had < 1 else 'MISSED'} |")
     frac = max(get("haar", 1024, "batched", "frac_gemm"), get("gaussian", 1024, "batched", "frac_gemm"))
     frac_h = get("haar", 1024, "batched", "frac_gemm")
     sp256 = min(get("haar", 256, "single", "speedup_vs_baseline"), get("gaussian", 256, "single", "speedup_vs_baseline"))
@@ -200,7 +360,7 @@ def report(df, samp, limits, graph, elapsed):
     lines = [
         "# Sketch engine benchmark",
         "",
-        f"Generated by `python experiments/perf_sketch.py`"
+        "Generated by `python experiments/perf_sketch.py`"
         + (f" in {elapsed:.0f} s" if elapsed == elapsed else " (report rebuilt with `--report-only`)")
         + f" on {platform.machine()} "
         f"({os.cpu_count()} cpus), numpy {np.__version__}, Python {sys.version.split()[0]}.",
@@ -221,17 +381,22 @@ def report(df, samp, limits, graph, elapsed):
         f"| single sketch at d = 256: ≥ 5× the NumPy baseline | ×{get('haar', 256, 'single', 'speedup_vs_baseline'):.1f} "
         f"(haar), ×{get('gaussian', 256, 'single', 'speedup_vs_baseline'):.1f} (gaussian); verdict on the worse | "
         f"{ok(sp256 >= 5)} |",
-        f"| hadamard: 100-object graph at d = 2^{int(np.log2(dmax))} in < 1 s | {t_had:.2f} s for {len(graph)} objects "
-        f"| {ok(dmax == 2 ** 20 and t_had < 1)} |",
+        had_line,
         f"| sampling D(48, 0.1, 4080) < 0.5 s | {t_samp * 1e3:.0f} ms | {ok(t_samp < 0.5)} |",
         f"| memory of D ∝ q·d², not d² | bytes/(q·d²) = {mem_ratio.min():.2f}…{mem_ratio.max():.2f} "
         f"for q = {samp.block_prob.min()}…{samp.block_prob.max()} | {ok(mem_ratio.max() / mem_ratio.min() < 1.3)} |",
         "",
-        "hadamard memory per matrix is O(d): a permutation and three sign vectors (32 bytes per coordinate).",
+        "hadamard memory per matrix is O(d): a permutation and three sign vectors, plus a gather plan from "
+        "d = 2^13 on (13 bytes per coordinate in all).",
         "",
+    ]
+    if len(tgt):
+        lines += hadamard_target_lines(tgt, limits)
+    lines += [
         "## Throughput (objects sketched per second)",
         "",
     ]
+    df = df[df["mode"].isin(["baseline", "single", "batched"])]
     piv = df.pivot_table(index=["family", "d_sketch"], columns="mode", values="objects_per_s", sort=False)
     piv = piv[["baseline", "single", "batched"]]
     sp = df.pivot_table(index=["family", "d_sketch"], columns="mode", values="speedup_vs_baseline", sort=False)
@@ -252,6 +417,9 @@ def main(argv=None):
     p.add_argument("--out", default=RESULTS, help="results directory")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild perf_sketch.md (and the derived flop columns) from the committed CSVs")
+    p.add_argument("--only", choices=["hadamard-2e20"],
+                   help="run only this part (with the machine limits) and write perf_sketch_<part>.{csv,md}")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the hadamard target (default 5)")
     p.add_argument("--blas-threads", type=int, default=os.cpu_count(),
                    help="BLAS threads for every measurement, the GEMM limit included (default: all cpus)")
     args = p.parse_args(argv)
@@ -288,8 +456,12 @@ def _main(args):
     graph = bench_graph()
     limits = machine_limits()
     print(f"limits: GEMM {limits['gemm_gflops']:.1f} GFLOP/s, copy {limits['copy_gbs']:.1f} GB/s", flush=True)
+    if args.only == "hadamard-2e20":
+        _main_target(args, graph, limits, t0)
+        return
     samp = bench_sampling(args.quick)
     df = bench_sketching(graph, limits, args.quick)
+    df = pd.concat([df, bench_hadamard_target(graph, limits, args.rounds)], ignore_index=True)
     for k, v in limits.items():
         df[k] = v
     os.makedirs(args.out, exist_ok=True)
@@ -302,6 +474,32 @@ def _main(args):
         samp.to_csv(tmp, index=False)
     md = report(df, samp, limits, graph, time.perf_counter() - t0)
     atomic_write_text(os.path.join(args.out, f"perf_sketch{suffix}.md"), md)
+    print(md)
+
+
+def _main_target(args, graph, limits, t0):
+    from sketchsim._io import atomic_path
+
+    df = bench_hadamard_target(graph, limits, args.rounds)
+    for k, v in limits.items():
+        df[k] = v
+    os.makedirs(args.out, exist_ok=True)
+    with atomic_path(os.path.join(args.out, f"perf_sketch_{args.only}.csv")) as tmp:
+        df.to_csv(tmp, index=False)
+    md = "\n".join([
+        "# Sketch engine benchmark: hadamard target only",
+        "",
+        f"Generated by `python experiments/perf_sketch.py --only {args.only} --rounds {args.rounds}` in "
+        f"{time.perf_counter() - t0:.0f} s on {platform.machine()} ({os.cpu_count()} cpus), numpy {np.__version__}, "
+        f"Python {sys.version.split()[0]}; BLAS threads {blas_threads()} for the machine limits.",
+        "",
+        "## Machine limits measured in this run",
+        f"- float64 GEMM (2048², all BLAS threads): **{limits['gemm_gflops']:.1f} GFLOP/s**",
+        f"- copy bandwidth (256 MiB, read + write): **{limits['copy_gbs']:.1f} GB/s**",
+        "",
+        *hadamard_target_lines(df, limits),
+    ]) + "\n"
+    atomic_write_text(os.path.join(args.out, f"perf_sketch_{args.only}.md"), md)
     print(md)
 
 

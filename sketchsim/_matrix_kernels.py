@@ -7,16 +7,46 @@ for any thread count. Random bits come from the counter-based :func:`mix3`, keye
 """
 from __future__ import annotations
 
-import numpy as np
-from numba import njit
+import math
 
-from ._rng import mix3
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import intrinsic
+
+from ._rng import _GOLDEN, _M1, _M2, _S27, _S30, _S31, _splitmix, mix3
+
+_S11 = np.uint64(11)
+
+@intrinsic
+def _prefetch(typingctx, arr, index, write):
+    """Software prefetch (``llvm.prefetch``) of element ``index`` of the C-contiguous array ``arr``
+    (counted in the flattened array), for reading (write=0) or writing (write=1), into every cache
+    level. A hint only: no effect on results. The binned kernels prefetch the data of the block
+    a few places ahead, since those reads are too sparse for the hardware prefetcher."""
+    if not isinstance(write, types.IntegerLiteral):
+        return None
+    rw = int(write.literal_value)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, rw), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, index, write), codegen
+
 
 # Random streams of D(b, q, d): which counter tuple feeds which coin (reference.py uses the same).
 STREAM_SIGMA_M = 1   # mix3(key, 1, t, 0) & 1            -> σ_m[t]
 STREAM_SIGMA_S = 2   # mix3(key, 2, j, t) & 1            -> σ_{s,j}[t]
 STREAM_BLOCK = 3     # u = mix3(key, 3, j, i): bits 0,1,2 -> f_m, f_s, f_c; u >> 11 -> η ~ Bernoulli(q)
-_INV53 = 1.0 / 9007199254740992.0
 
 
 @njit(cache=True, nogil=True)
@@ -32,57 +62,147 @@ def _ceil_log2(n):
     return k
 
 
-@njit(cache=True, nogil=True)
-def _nonzero(u, q):
-    return float(u >> np.uint64(11)) * _INV53 < q
+def coin_threshold(q):
+    """The integer T with [float(x)·2⁻⁵³ < q] ⟺ [x < T] for every integer 0 ≤ x < 2⁵³, q in (0, 1].
+
+    η_{i,j} = 1 when the top 53 bits x = u >> 11 of u = mix3(key, 3, j, i) satisfy x·2⁻⁵³ < q
+    (Algorithm 2, step 11). Such x is exactly representable and the product by 2⁻⁵³ is exact, so
+    the test is the real inequality x < q·2⁵³, i.e. x < ⌈q·2⁵³⌉ for integer x; q·2⁵³ is exact too
+    (a power-of-two scaling of a double), hence T = ⌈q·2⁵³⌉ ∈ [1, 2⁵³] computed exactly.
+    """
+    return int(math.ceil(float(q) * 9007199254740992.0))
 
 
 @njit(cache=True, nogil=True)
-def bs_count(j0, j1, key, d, b, q, counts):
-    """counts[j] = number of nonzero blocks (η_{i,j} = 1) of column j, for j in [j0, j1)."""
-    nb = d // b
-    for j in range(j0, j1):
-        c = 0
-        for i in range(nb):
-            if _nonzero(mix3(key, STREAM_BLOCK, j, i), q):
-                c += 1
-        counts[j] = c
+def _stream_base(key, a):
+    """splitmix(key ^ splitmix(a)): the part of mix3(key, a, ·, ·) shared by every counter."""
+    return _splitmix(np.uint64(key) ^ _splitmix(np.uint64(a)))
 
 
 @njit(cache=True, nogil=True)
-def bs_fill(j0, j1, key, d, b, q, col_ptr, blk_row, blk_sign):
-    """Fill the nonzero blocks of columns [j0, j1) (Algorithm 2, signs only; scale is 1/√(dq)).
+def _sigma_m(key, t):
+    """σ_m (Algorithm 2 step 4) as ±1 int8: σ_m[k] from mix3(key, 1, k, 0)."""
+    sm = np.empty(t, dtype=np.int8)
+    for k in range(t):
+        sm[k] = _pm(mix3(key, STREAM_SIGMA_M, k, 0))
+    return sm
 
-    Block layout (THEORY §9 item 4): f_s·σ_{s,j} | f_c·Enc(j, f'_m, f'_s) | f_m·σ_m, with
-    Enc = [+1, bits of j (0-based, MSB first, 0→−1), f'_m, f'_s, +1 padding].
+
+@njit(cache=True, nogil=True)
+def _sigma_s(base_s, j, ss):
+    """σ_{s,j} (Algorithm 2 step 6) into ``ss`` (±1 int8): ss[k] = mix3(key, 2, j, k) & 1 → ±1."""
+    z = _splitmix(base_s ^ np.uint64(j))
+    g = np.uint64(0)
+    for k in range(ss.shape[0]):
+        ss[k] = _pm(_splitmix(z ^ g))
+        g += _GOLDEN
+
+
+@njit(cache=True, nogil=True)
+def _flip_masks(b):
+    """flip[u & 7]: XOR masks (0 or 0xFE per int8 entry, which maps ±1 to ∓1) applying f_s, f_c, f_m.
+
+    Sub-block 0 (σ_s) is negated when bit 1 of u is 0 (f_s = −1), sub-block 1 (Enc) when bit 2 is 0
+    (f_c = −1), sub-block 2 (σ_m) when bit 0 is 0 (f_m = −1).
     """
     t = b // 3
+    flip = np.zeros((8, b), dtype=np.int8)
+    for c in range(8):
+        for k in range(b):
+            bit = 1 if k < t else (2 if k < 2 * t else 0)
+            if not (c >> bit) & 1:
+                flip[c, k] = -2
+    return flip
+
+
+@njit(cache=True, nogil=True)
+def _popcount(x):
+    """Number of set bits of a uint64 (SWAR)."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@njit(cache=True, nogil=True)
+def bs_count(r0, r1, c0, key, d, b, thr, counts, bits):
+    """η_{i,j} of columns j = c0 + r, r in [r0, r1): counts[j] = Σ_i η_{i,j} and bit i of row r of ``bits``.
+
+    η_{i,j} = [(mix3(key, 3, j, i) >> 11) < thr] with thr = :func:`coin_threshold` (q), the same coins
+    as ever. For fixed (key, j) only the last splitmix of mix3 depends on i, so it is hoisted out of the
+    loop over i; the loop is branch-free (a count and an OR of shifted bits) and vectorises (AVX2).
+    ``bits`` has shape (r1 − c0 or more, ⌈(d/b)/64⌉), uint64: bit k of word w is block i = 64w + k.
+    """
     nb = d // b
+    nw = (nb + 63) // 64
+    base = _stream_base(key, STREAM_BLOCK)
+    ithr = np.int64(thr)                 # x = u >> 11 < 2⁵³ and thr ≤ 2⁵³: a signed compare is exact
+    for r in range(r0, r1):
+        z = _splitmix(base ^ np.uint64(c0 + r))
+        c = 0
+        for w in range(nw):
+            g = np.uint64(64 * w) * _GOLDEN
+            kmax = min(64, nb - 64 * w)
+            word = np.uint64(0)
+            for k in range(kmax):
+                x = (z ^ g) + _GOLDEN        # = mix3(key, 3, j, i) for i = 64w + k (last splitmix inlined)
+                g += _GOLDEN
+                x = (x ^ (x >> _S30)) * _M1
+                x = (x ^ (x >> _S27)) * _M2
+                x = x ^ (x >> _S31)
+                word |= np.uint64(np.int64(x >> _S11) < ithr) << np.uint64(k)
+            bits[r, w] = word
+            c += _popcount(word)
+        counts[c0 + r] = c
+
+
+@njit(cache=True, nogil=True)
+def bs_fill(r0, r1, c0, key, d, b, ptr, bits, blk_row, blk_sign):
+    """Fill the nonzero blocks of columns j = c0 + r, r in [r0, r1) (Algorithm 2, signs only; scale 1/√(dq)).
+
+    The nonzero blocks are the set bits of ``bits`` (from :func:`bs_count`); block r's blocks go to
+    ``ptr[r]:ptr[r+1]`` of ``blk_row`` / ``blk_sign``. Block layout (THEORY §9 item 4):
+    f_s·σ_{s,j} | f_c·Enc(j, f'_m, f'_s) | f_m·σ_m, with Enc = [+1, bits of j (0-based, MSB first,
+    0→−1), f'_m, f'_s, +1 padding]; f_m, f_s, f_c are bits 0, 1, 2 of u = mix3(key, 3, j, i).
+    """
+    t = b // 3
+    nw = bits.shape[1]
     nbits = _ceil_log2(d)
-    sm0 = _pm(mix3(key, STREAM_SIGMA_M, 0, 0))
-    for j in range(j0, j1):
-        ss0 = _pm(mix3(key, STREAM_SIGMA_S, j, 0))
-        p = col_ptr[j]
-        for i in range(nb):
-            u = mix3(key, STREAM_BLOCK, j, i)
-            if not _nonzero(u, q):
-                continue
-            fm = _pm(u)
-            fs = _pm(u >> np.uint64(1))
-            fc = _pm(u >> np.uint64(2))
-            blk_row[p] = i
-            for k in range(t):
-                blk_sign[p, k] = fs * _pm(mix3(key, STREAM_SIGMA_S, j, k))
-                blk_sign[p, 2 * t + k] = fm * _pm(mix3(key, STREAM_SIGMA_M, k, 0))
-            blk_sign[p, t] = fc
-            for k in range(nbits):
-                bit = (j >> (nbits - 1 - k)) & 1
-                blk_sign[p, t + 1 + k] = fc if bit else -fc
-            blk_sign[p, t + 1 + nbits] = fc * fm * sm0
-            blk_sign[p, t + 2 + nbits] = fc * fs * ss0
-            for k in range(t + 3 + nbits, 2 * t):
-                blk_sign[p, k] = fc
-            p += 1
+    base = _stream_base(key, STREAM_BLOCK)
+    base_s = _stream_base(key, STREAM_SIGMA_S)
+    sm = _sigma_m(key, t)
+    sm0 = sm[0]
+    flip = _flip_masks(b)
+    tmpl = np.ones(b, dtype=np.int8)     # σ_{s,j} | Enc(j) with +1 parity entries | σ_m, all signs +
+    tmpl[2 * t:] = sm
+    ss = tmpl[:t]
+    for r in range(r0, r1):
+        j = c0 + r
+        p = ptr[r]
+        if p == ptr[r + 1]:
+            continue
+        _sigma_s(base_s, j, ss)
+        ss0 = ss[0]
+        for k in range(nbits):
+            tmpl[t + 1 + k] = 1 if (j >> (nbits - 1 - k)) & 1 else -1
+        z = _splitmix(base ^ np.uint64(j))
+        for w in range(nw):
+            word = bits[r, w]
+            while word:
+                i = 64 * w + np.int64(trailing_zeros(word))
+                word &= word - np.uint64(1)
+                u = _splitmix(z ^ (np.uint64(i) * _GOLDEN))
+                fm = _pm(u)
+                fs = _pm(u >> np.uint64(1))
+                fc = _pm(u >> np.uint64(2))
+                blk_row[p] = i
+                mask = flip[u & np.uint64(7)]
+                row = blk_sign[p]
+                for k in range(b):           # f_s·σ_s | f_c·Enc | f_m·σ_m (one vectorised loop)
+                    row[k] = tmpl[k] ^ mask[k]
+                blk_sign[p, t + 1 + nbits] = fc * fm * sm0
+                blk_sign[p, t + 2 + nbits] = fc * fs * ss0
+                p += 1
 
 
 @njit(cache=True, nogil=True)
@@ -127,3 +247,489 @@ def bs_dense(j0, j1, out, col_ptr, blk_row, blk_sign, b, scale):
             for t in range(b):
                 out[r0 + t, j] = blk_sign[p, t] * scale
 
+
+
+# ----------------------------------------------------------------------------- implicit D(b, q, d)
+# The implicit operator (matrices.ImplicitBlockSparseOperator) stores no block: every kernel below
+# regenerates the blocks of a column from the counter-based generator, in O(nonzero blocks) per
+# column. Positions come from geometric gaps between the nonzero blocks of a column (a different,
+# equally distributed stream from STREAM_BLOCK's coin per block, see STREAM_GAP); σ_m, σ_{s,j} and
+# the block layout are those of Algorithm 2, as in bs_fill. Hot loops index with unsigned integers
+# (Numba then skips the negative-index wraparound, and LLVM vectorises them) and build ±1.0 from
+# IEEE-754 bits (AVX2 has no vectorised int64 → float64 conversion).
+STREAM_GAP = 4       # u = mix3(key, 4, j, k): k-th nonzero block of column j, gap ⌊log U / log(1−q)⌋ after the
+                     # previous one, U = ((u >> 11) + 1)·2⁻⁵³ ∈ (0, 1]; bits 0,1,2 of u -> f_m, f_s, f_c
+_ENTRY_COL_BITS = 29  # packed block (binned apply): block row << 32 | (column − chunk start) << 3 | (u & 7)
+_ENTRY_COL_MASK = np.uint64((1 << _ENTRY_COL_BITS) - 1)
+_TWO_M53 = 2.0 ** -53
+PREFETCH = 16         # binned kernels prefetch the data of the block this many places ahead
+_ONE_BITS = np.uint64(0x3FF0000000000000)   # IEEE-754 bits of +1.0; with bit 63 set, −1.0
+_U1 = np.uint64(1)
+_S63 = np.uint64(63)
+
+
+def gap_log(q):
+    """log(1 − q), the denominator of the geometric gap (−inf for q = 1: every block is nonzero)."""
+    return math.log1p(-q) if q < 1.0 else -math.inf
+
+
+@njit(cache=True, nogil=True)
+def _next_block(z, k, i, nb, lq):
+    """(i', u): the k-th nonzero block i' of a column whose previous nonzero block is i (−1 for k = 0).
+
+    u = mix3(key, 4, j, k) with z = the column's hoisted prefix; gap g = ⌊log U / log(1−q)⌋ with
+    U = ((u >> 11) + 1)·2⁻⁵³, so P(g ≥ n) = P(U ≤ (1−q)ⁿ) = (1−q)ⁿ: the blocks i + 1, …, i + g are
+    zero and i' = i + 1 + g is nonzero, i.e. independent Bernoulli(q) blocks. i' ≥ nb: no more blocks
+    (returned as nb; the comparison is made in floating point first, so a huge gap never overflows).
+    """
+    u = _splitmix(z ^ (np.uint64(k) * _GOLDEN))
+    if lq == -np.inf:
+        return i + 1, u
+    gf = math.log(float((u >> _S11) + _U1) * _TWO_M53) / lq
+    if gf >= float(nb - 1 - i):
+        return nb, u
+    return i + 1 + np.int64(gf), u
+
+
+@njit(cache=True, nogil=True)
+def _flip_words(b, nbits):
+    """flip[u & 7]: the entries of a block whose sign the flags f_m, f_s, f_c (bits 0, 1, 2 of u) flip.
+
+    As ⌈b/64⌉ words, bit s for entry s: the σ_s sub-block flips with f_s = −1, Enc with f_c = −1,
+    except its parity entries f'_m = f_m·σ_m[0] (flips with f_c·f_m = −1) and f'_s = f_s·σ_{s,j}[0]
+    (with f_c·f_s = −1), and the σ_m sub-block with f_m = −1 (Algorithm 2 step 13).
+    """
+    t = b // 3
+    flip = np.zeros((8, (b + 63) // 64), dtype=np.uint64)
+    for code in range(8):
+        nm = (code & 1) ^ 1
+        ns = ((code >> 1) & 1) ^ 1
+        nc = ((code >> 2) & 1) ^ 1
+        for s in range(b):
+            if s < t:
+                f = ns
+            elif s == t + 1 + nbits:
+                f = nc ^ nm
+            elif s == t + 2 + nbits:
+                f = nc ^ ns
+            elif s < 2 * t:
+                f = nc
+            else:
+                f = nm
+            if f:
+                flip[code, s >> 6] |= _U1 << np.uint64(s & 63)
+    return flip
+
+
+@njit(cache=True, nogil=True)
+def _shared_words(key, b, nbits):
+    """The bits (1 = entry −1) every column's template shares: σ_m, and σ_m[0] at the f'_m entry of Enc."""
+    t = b // 3
+    gw = np.zeros((b + 63) // 64, dtype=np.uint64)
+    for k in range(t):
+        if not mix3(key, STREAM_SIGMA_M, k, 0) & _U1:
+            s = 2 * t + k
+            gw[s >> 6] |= _U1 << np.uint64(s & 63)
+            if k == 0:
+                s = t + 1 + nbits
+                gw[s >> 6] |= _U1 << np.uint64(s & 63)
+    return gw
+
+
+@njit(cache=True, nogil=True)
+def _col_template(base_s, j, t, nbits, gw, tw):
+    """tw = bits (1 = entry −1) of column j's nonzero block at flags f_m = f_s = f_c = +1:
+    σ_{s,j} | Enc(j, σ_m[0], σ_{s,j}[0]) | σ_m. A block with flags u & 7 is tw ^ flip[u & 7].
+
+    Branch-free (the bits are random: branches on them would be mispredicted half of the time).
+    """
+    for w in range(tw.shape[0]):
+        tw[w] = gw[w]
+    z = _splitmix(base_s ^ np.uint64(j))
+    for w in range((t + 63) // 64):                  # σ_{s,j}[k] = −1 where mix3(key, 2, j, k) is even
+        g = np.uint64(64 * w) * _GOLDEN
+        word = np.uint64(0)
+        for k in range(min(64, t - 64 * w)):
+            x = (z ^ g) + _GOLDEN                    # _splitmix(z ^ (64w + k)·G), inlined (vectorises)
+            g += _GOLDEN
+            x = (x ^ (x >> _S30)) * _M1
+            x = (x ^ (x >> _S27)) * _M2
+            x = x ^ (x >> _S31)
+            word |= ((x & _U1) ^ _U1) << np.uint64(k)
+        tw[w] |= word
+    # Enc entries t+1 … t+nbits (bits of j, MSB first, 0 → −1) and t+2+nbits (f'_s = σ_{s,j}[0]), built
+    # in a register (entry t+1+k is bit k) and placed at entry t+1, possibly across two words
+    uj = np.uint64(j)
+    e = (tw[0] & _U1) << np.uint64(nbits + 1)        # tw[0] bit 0: σ_{s,j}[0] = −1
+    for k in range(nbits):
+        e |= (((uj >> np.uint64(nbits - 1 - k)) & _U1) ^ _U1) << np.uint64(k)
+    s = t + 1
+    tw[s >> 6] |= e << np.uint64(s & 63)
+    if (s & 63) + nbits + 2 > 64:
+        tw[(s >> 6) + 1] |= e >> np.uint64(64 - (s & 63))
+
+
+@njit(cache=True, nogil=True)
+def _block_values(svu, tw, fw, b):
+    """svu[0:b] = IEEE-754 bits of the ±1.0 entries of the block with sign bits tw ^ fw (bit 63 = sign)."""
+    for w in range(tw.shape[0]):
+        word = tw[w] ^ fw[w]
+        for k in range(min(64, b - 64 * w)):
+            svu[np.uint64(64 * w + k)] = _ONE_BITS | (((word >> np.uint64(k)) & _U1) << _S63)
+
+
+@njit(cache=True, nogil=True)
+def _block_values_at(svu, rec, jl, fw, code, nwb, b):
+    """:func:`_block_values` for the template rec[jl, :nwb] and the flags code, without array views
+    (a view per block costs reference counting in the hot loop)."""
+    for w in range(nwb):
+        word = rec[jl, w] ^ fw[code, w]
+        for k in range(min(64, b - 64 * w)):
+            svu[np.uint64(64 * w + k)] = _ONE_BITS | (((word >> np.uint64(k)) & _U1) << _S63)
+
+
+@njit(cache=True, nogil=True)
+def bsi_col_counts(j0, j1, c0, key, d, b, lq, counts):
+    """counts[j − c0] = number of nonzero blocks of column j of the implicit D(b, q, d), j in [j0, j1)."""
+    nb = d // b
+    base = _stream_base(key, STREAM_GAP)
+    for j in range(j0, j1):
+        z = _splitmix(base ^ np.uint64(j))
+        i, k = -1, 0
+        while True:
+            i, u = _next_block(z, k, i, nb, lq)
+            if i >= nb:
+                break
+            k += 1
+        counts[j - c0] = k
+
+
+@njit(cache=True, nogil=True)
+def bsi_group_counts(g0, g1, G, key, d, b, lq, counts):
+    """counts[g] = nonzero blocks of columns [g·G, min((g+1)·G, d)), g in [g0, g1)."""
+    nb = d // b
+    base = _stream_base(key, STREAM_GAP)
+    for g in range(g0, g1):
+        c = 0
+        for j in range(g * G, min(d, (g + 1) * G)):
+            z = _splitmix(base ^ np.uint64(j))
+            i, k = -1, 0
+            while True:
+                i, u = _next_block(z, k, i, nb, lq)
+                if i >= nb:
+                    break
+                k += 1
+            c += k
+        counts[g] = c
+
+
+@njit(cache=True, nogil=True)
+def bsi_column_blocks(j, key, d, b, lq, rows, signs):
+    """Block rows and int8 signs of the nonzero blocks of column j (rows / signs sized by bsi_col_counts)."""
+    t = b // 3
+    nb = d // b
+    nbits = _ceil_log2(d)
+    fw = _flip_words(b, nbits)
+    tw = np.empty(fw.shape[1], dtype=np.uint64)
+    _col_template(_stream_base(key, STREAM_SIGMA_S), j, t, nbits, _shared_words(key, b, nbits), tw)
+    svu = np.empty(b, dtype=np.uint64)
+    sv = svu.view(np.float64)
+    z = _splitmix(_stream_base(key, STREAM_GAP) ^ np.uint64(j))
+    i, k = -1, 0
+    while True:
+        i, u = _next_block(z, k, i, nb, lq)
+        if i >= nb:
+            break
+        _block_values(svu, tw, fw[np.int64(u & np.uint64(7))], b)
+        rows[k] = i
+        for s in range(b):
+            signs[k, s] = np.int8(sv[s])
+        k += 1
+
+
+@njit(cache=True, nogil=True)
+def bsi_dense(j0, j1, out, key, d, b, lq, scale):
+    """Dense view of columns [j0, j1) of the implicit D(b, q, d): out (d, d) zeroed on entry."""
+    t = b // 3
+    nb = d // b
+    nbits = _ceil_log2(d)
+    base = _stream_base(key, STREAM_GAP)
+    base_s = _stream_base(key, STREAM_SIGMA_S)
+    fw = _flip_words(b, nbits)
+    gw = _shared_words(key, b, nbits)
+    tw = np.empty(fw.shape[1], dtype=np.uint64)
+    svu = np.empty(b, dtype=np.uint64)
+    sv = svu.view(np.float64)
+    for j in range(j0, j1):
+        _col_template(base_s, j, t, nbits, gw, tw)
+        z = _splitmix(base ^ np.uint64(j))
+        i, k = -1, 0
+        while True:
+            i, u = _next_block(z, k, i, nb, lq)
+            if i >= nb:
+                break
+            k += 1
+            _block_values(svu, tw, fw[np.int64(u & np.uint64(7))], b)
+            for s in range(b):
+                out[i * b + s, j] = sv[s] * scale
+
+
+@njit(cache=True, nogil=True)
+def bsi_apply_direct(k0, k1, X, out, key, d, b, lq, scale):
+    """out[k] = R @ X[k] for rows k in [k0, k1), R the implicit D(b, q, d), columns in ascending order.
+
+    ``out`` rows zeroed on entry. Every out[k, r] is the sum, in ascending column order j, of
+    (X[k, j]·scale)·(±1) over the nonzero X[k, j] whose column has a block at r: the binned kernels
+    (bsi_gen, bsi_scatter, bsi_apply_tiles) add the same terms in the same order, so both are
+    bit-identical.
+    """
+    L = X.shape[1]
+    t = b // 3
+    nb = d // b
+    nbits = _ceil_log2(d)
+    base = _stream_base(key, STREAM_GAP)
+    base_s = _stream_base(key, STREAM_SIGMA_S)
+    fw = _flip_words(b, nbits)
+    gw = _shared_words(key, b, nbits)
+    tw = np.empty(fw.shape[1], dtype=np.uint64)
+    svu = np.empty(b, dtype=np.uint64)
+    sv = svu.view(np.float64)
+    for j in range(L):
+        nz = False
+        for k in range(k0, k1):
+            if X[k, j] != 0.0:
+                nz = True
+                break
+        if not nz:
+            continue
+        _col_template(base_s, j, t, nbits, gw, tw)
+        z = _splitmix(base ^ np.uint64(j))
+        i, kk = -1, 0
+        while True:
+            i, u = _next_block(z, kk, i, nb, lq)
+            if i >= nb:
+                break
+            kk += 1
+            _block_values(svu, tw, fw[np.int64(u & np.uint64(7))], b)
+            r0 = np.uint64(i * b)
+            for k in range(k0, k1):
+                xj = X[k, j]
+                if xj == 0.0:
+                    continue
+                v = xj * scale
+                for s in range(b):
+                    us = np.uint64(s)
+                    out[k, r0 + us] += v * sv[us]
+
+
+@njit(cache=True, nogil=True)
+def _dot_block(sv, X, k, r0, b):
+    """Σ_s sv[s]·X[k, r0 + s] in a fixed order: four interleaved partial sums (s mod 4, the last
+    b mod 4 terms into the first), added as (p0 + p1) + (p2 + p3)."""
+    p0 = 0.0
+    p1 = 0.0
+    p2 = 0.0
+    p3 = 0.0
+    n4 = np.uint64(b - b % 4)
+    s = np.uint64(0)
+    while s < n4:
+        p0 += sv[s] * X[k, r0 + s]
+        p1 += sv[s + _U1] * X[k, r0 + s + _U1]
+        p2 += sv[s + np.uint64(2)] * X[k, r0 + s + np.uint64(2)]
+        p3 += sv[s + np.uint64(3)] * X[k, r0 + s + np.uint64(3)]
+        s += np.uint64(4)
+    while s < np.uint64(b):
+        p0 += sv[s] * X[k, r0 + s]
+        s += _U1
+    return (p0 + p1) + (p2 + p3)
+
+
+@njit(cache=True, nogil=True)
+def bsi_apply_t_direct(j0, j1, X, out, key, d, b, lq, scale):
+    """out[:, j] = (Rᵀ X[k])_j for columns j in [j0, j1) (all rows), R the implicit D(b, q, d).
+
+    ``out`` columns zeroed on entry; out[k, j] accumulates the blocks' dot products
+    (:func:`_dot_block`) in ascending block order, then is multiplied by the scale; the binned
+    kernel (bsi_apply_t_groups) performs the same operations.
+    """
+    m = X.shape[0]
+    t = b // 3
+    nb = d // b
+    nbits = _ceil_log2(d)
+    base = _stream_base(key, STREAM_GAP)
+    base_s = _stream_base(key, STREAM_SIGMA_S)
+    fw = _flip_words(b, nbits)
+    gw = _shared_words(key, b, nbits)
+    tw = np.empty(fw.shape[1], dtype=np.uint64)
+    svu = np.empty(b, dtype=np.uint64)
+    sv = svu.view(np.float64)
+    for j in range(j0, j1):
+        _col_template(base_s, j, t, nbits, gw, tw)
+        z = _splitmix(base ^ np.uint64(j))
+        i, kk = -1, 0
+        while True:
+            i, u = _next_block(z, kk, i, nb, lq)
+            if i >= nb:
+                break
+            kk += 1
+            _block_values(svu, tw, fw[np.int64(u & np.uint64(7))], b)
+            r0 = np.uint64(i * b)
+            for k in range(m):
+                out[k, j] += _dot_block(sv, X, k, r0, b)
+        for k in range(m):
+            out[k, j] *= scale
+
+
+@njit(cache=True, nogil=True)
+def bsi_gen(g0, g1, gbase, G, c0, c1, key, d, b, lq, X, skip_zero, tshift, goff, buf, gfill, hist, rec, nwb):
+    """Binned apply, step 1: the nonzero blocks of the chunk's columns, group by group.
+
+    Group g (0-based in the chunk, global gbase + g) covers columns [max(c0, (gbase+g)·G), min(c1, …)).
+    Its blocks are packed as i << 32 | (j − c0) << 3 | (u & 7) into buf[goff[g]:], in column then
+    block order (gfill[g] of them); hist[g, i >> tshift] counts them per tile of 2^tshift block
+    rows; rec[j − c0, :nwb] gets the sign template (:func:`_col_template`) of every column with a
+    block. With ``skip_zero``, columns whose
+    X[:, j] is all zero are skipped (they add nothing to R X).
+    """
+    m = X.shape[0]
+    t = b // 3
+    nb = d // b
+    nbits = _ceil_log2(d)
+    base = _stream_base(key, STREAM_GAP)
+    base_s = _stream_base(key, STREAM_SIGMA_S)
+    gw = _shared_words(key, b, nbits)
+    for g in range(g0, g1):
+        p = goff[g]
+        for j in range(max(c0, (gbase + g) * G), min(c1, (gbase + g + 1) * G)):
+            if skip_zero:
+                nz = False
+                for k in range(m):
+                    if X[k, j] != 0.0:
+                        nz = True
+                        break
+                if not nz:
+                    continue
+            z = _splitmix(base ^ np.uint64(j))
+            jl = np.uint64(j - c0) << np.uint64(3)
+            i, kk = -1, 0
+            while True:
+                i, u = _next_block(z, kk, i, nb, lq)
+                if i >= nb:
+                    break
+                kk += 1
+                buf[p] = (np.uint64(i) << np.uint64(32)) | jl | (u & np.uint64(7))
+                hist[g, i >> tshift] += 1
+                p += 1
+            if kk:
+                _col_template(base_s, j, t, nbits, gw, rec[j - c0, :nwb])
+        gfill[g] = p - goff[g]
+
+
+@njit(cache=True, nogil=True)
+def bsi_scatter(g0, g1, ng, tshift, buf, goff, gfill, S, bins):
+    """Binned apply, step 2: stable counting sort of the chunk's blocks by tile (block row >> tshift).
+
+    S (flat, tile-major exclusive prefix sums of hist) gives where group g's blocks of tile τ start:
+    S[τ·ng + g]. Within a tile, blocks stay in (group, column, block) order, i.e. ascending column.
+    """
+    NT = (S.shape[0] - 1) // ng
+    cur = np.empty(NT, dtype=np.int64)
+    sh = np.uint64(32 + tshift)
+    for g in range(g0, g1):
+        for tau in range(NT):
+            cur[tau] = S[tau * ng + g]
+        for p in range(goff[g], goff[g] + gfill[g]):
+            e = buf[p]
+            tau = np.int64(e >> sh)
+            bins[cur[tau]] = e
+            cur[tau] += 1
+
+
+@njit(cache=True, nogil=True)
+def bsi_gather_x(r0, r1, c0, k0, k1, X, recf, nwb):
+    """Binned apply: recf[r, nwb + kk] = X[k0 + kk, c0 + r] for the chunk's columns r in [r0, r1), so
+    that a block's column record (sign template, then the row chunk's x values) is contiguous."""
+    for r in range(r0, r1):
+        for kk in range(k1 - k0):
+            recf[r, nwb + kk] = X[k0 + kk, c0 + r]
+
+
+@njit(cache=True, nogil=True)
+def bsi_apply_tiles(t0, t1, ng, k0, k1, out, c0, d, b, scale, S, bins, rec, recf, nwb):
+    """Binned apply, step 3: out[k] += (chunk's columns of R) X[k] for rows k in [k0, k1) and the
+    output tiles [t0, t1).
+
+    A tile spans few enough block rows that these rows of it stay in cache while its blocks (bins,
+    ascending column) are added. Each block reads its column's record rec[j − c0] (sign template
+    and x values, :func:`bsi_gather_x`), prefetched PREFETCH blocks ahead. Same terms, same order as
+    :func:`bsi_apply_direct`.
+    """
+    mr = k1 - k0
+    W = rec.shape[1]
+    fw = _flip_words(b, _ceil_log2(d))
+    svu = np.empty(b, dtype=np.uint64)
+    sv = svu.view(np.float64)
+    for tau in range(t0, t1):
+        hi = S[(tau + 1) * ng]
+        for p in range(S[tau * ng], hi):
+            if p + PREFETCH < hi:
+                jf = np.int64((bins[p + PREFETCH] >> np.uint64(3)) & _ENTRY_COL_MASK)
+                _prefetch(rec, jf * W, 0)
+                _prefetch(rec, jf * W + W - 1, 0)
+            e = bins[p]
+            jl = np.int64((e >> np.uint64(3)) & _ENTRY_COL_MASK)
+            nz = False
+            for kk in range(mr):
+                if recf[jl, nwb + kk] != 0.0:
+                    nz = True
+                    break
+            if not nz:
+                continue
+            _block_values_at(svu, rec, jl, fw, np.int64(e & np.uint64(7)), nwb, b)
+            r0 = (e >> np.uint64(32)) * np.uint64(b)
+            for kk in range(mr):
+                xj = recf[jl, nwb + kk]
+                if xj == 0.0:
+                    continue
+                v = xj * scale
+                k = k0 + kk
+                for s in range(b):
+                    us = np.uint64(s)
+                    out[k, r0 + us] += v * sv[us]
+
+
+@njit(cache=True, nogil=True)
+def bsi_apply_t_groups(g0, g1, ng, gbase, G, c0, c1, k0, k1, X, out, d, b, scale, S, bins, rec, recf, nwb):
+    """Binned apply_t for rows [k0, k1): out[k, j] for the columns j of groups [g0, g1) of the chunk.
+
+    Each column accumulates its blocks' dot products (:func:`_dot_block`) in recf[j − c0, nwb + kk],
+    from 0 and in ascending block order (tiles ascending, a column's blocks ascending within a tile),
+    and out[k, j] = that sum × scale: the same operations as :func:`bsi_apply_t_direct`. The column
+    record of the block PREFETCH places ahead is prefetched.
+    """
+    mr = k1 - k0
+    W = rec.shape[1]
+    fw = _flip_words(b, _ceil_log2(d))
+    svu = np.empty(b, dtype=np.uint64)
+    sv = svu.view(np.float64)
+    ja, jb = max(c0, (gbase + g0) * G), min(c1, (gbase + g1) * G)
+    for j in range(ja, jb):
+        for kk in range(mr):
+            recf[j - c0, nwb + kk] = 0.0
+    NT = (S.shape[0] - 1) // ng
+    for tau in range(NT):
+        hi = S[tau * ng + g1]
+        for p in range(S[tau * ng + g0], hi):
+            if p + PREFETCH < hi:
+                jf = np.int64((bins[p + PREFETCH] >> np.uint64(3)) & _ENTRY_COL_MASK)
+                _prefetch(rec, jf * W, 1)
+                _prefetch(rec, jf * W + W - 1, 1)
+            e = bins[p]
+            jl = np.int64((e >> np.uint64(3)) & _ENTRY_COL_MASK)
+            _block_values_at(svu, rec, jl, fw, np.int64(e & np.uint64(7)), nwb, b)
+            r0 = (e >> np.uint64(32)) * np.uint64(b)
+            for kk in range(mr):
+                recf[jl, nwb + kk] += _dot_block(sv, X, k0 + kk, r0, b)
+    for j in range(ja, jb):
+        for kk in range(mr):
+            out[k0 + kk, j] = recf[j - c0, nwb + kk] * scale

@@ -23,6 +23,7 @@ __all__ = [
     "check_float_array",
     "check_choice",
     "check_block_params",
+    "check_storage",
     "check_finite_nonneg",
     "min_block_size",
 ]
@@ -228,6 +229,27 @@ def check_block_params(d_sketch, block_size, block_prob, n_matrices=None):
         raise ValueError(f"block_prob must give each matrix at least one expected nonzero block (q·d²/b ≥ 1); "
                          f"got q={block_prob!r} with d={show(d_sketch)}, b={b}, so the matrices would be all zeros")
     return b, q
+
+
+STORAGES = ("stored", "implicit")
+
+
+def check_storage(family, storage):
+    """How a bank keeps its block-sparse matrices: ``"stored"`` (default) or ``"implicit"``. Returns it.
+
+    ``storage`` applies to family ``"block-sparse"`` only: for any other family it must be None.
+    """
+    if family != "block-sparse":
+        if storage is not None:
+            raise ValueError(f"storage applies only to family 'block-sparse'; got storage={show(storage)} with "
+                             f"family {family!r}")
+        return None
+    if storage is None:
+        return "stored"
+    if not isinstance(storage, str) or storage not in STORAGES:
+        raise ValueError(f"storage must be one of {', '.join(map(repr, STORAGES))} (or None for 'stored'); got "
+                         f"{show(storage)}")
+    return storage
 
 
 def check_finite_nonneg(name, arr):

@@ -9,7 +9,9 @@ Families (``family=``):
 ``block-sparse``
     D(b, q, d) of Algorithms 1–2 (paper §4.3) with the resolutions of THEORY.md §9: sub-block order
     random string | column signature | matrix signature, blocks of exactly b entries, Enc encodes
-    j−1 (MSB first). Stored as nonzero blocks per column (memory ∝ q·d²), never dense unless asked.
+    j−1 (MSB first). Stored as nonzero blocks per column (memory ∝ q·d²), never dense unless asked;
+    or, with ``MatrixBank(..., storage="implicit")``, not stored at all (O(d) memory, blocks
+    regenerated at every use, a different draw of the same distribution: see :class:`MatrixBank`).
 ``hadamard``
     R = H D₁ H D₂ H D₃ P / d^{3/2} (three rounds of a randomised Walsh–Hadamard transform and a
     random permutation, THEORY.md §2.4). Orthonormal, O(d log d) apply, O(d) memory, d a power of
@@ -30,10 +32,12 @@ from . import _matrix_kernels as K
 from ._io import check_allocation
 from ._parallel import run_rows
 from ._rng import check_seed, name_generator, name_key
-from ._validation import TheoremPreconditionWarning, check_block_params, check_choice, check_int, show
+from ._validation import (TheoremPreconditionWarning, check_block_params, check_choice, check_int, check_storage,
+                          show)
 
 __all__ = ["FAMILIES", "MatrixBank", "module_name", "tuple_name", "parse_name",
-           "DenseOperator", "BlockSparseOperator", "HadamardOperator", "ZeroOperator"]
+           "DenseOperator", "BlockSparseOperator", "ImplicitBlockSparseOperator", "HadamardOperator",
+           "ZeroOperator"]
 
 FAMILIES = ("haar", "gaussian", "block-sparse", "hadamard")
 DENSE_FAMILIES = ("haar", "gaussian")
@@ -118,6 +122,27 @@ class _Operator:
             raise ValueError("out must not overlap the input X")
         return out.reshape(m, self.d)
 
+    def _apply_rows(self, X, rows, out, plus=None):
+        """Engine entry (no checks): ``out = R X[rows]``, or ``out = plus·(X[rows] + R X[rows])``.
+
+        ``X``: C-contiguous float64 ``(n, L)`` (L = d when ``plus`` is given); ``rows``: int64
+        indices into X, or None for every row; ``out``: a given C-contiguous ``(m, d)`` array that
+        overlaps neither. The (I+R)/2-type factors of the sketch (paper §3.3) in one call, with the
+        same roundings as ``Y = R X; Y += X; Y *= plus``; subclasses may fuse them.
+        """
+        Xr = X if rows is None else X[rows]
+        self._apply(Xr, out)
+        if plus is not None:
+            out += Xr
+            out *= plus
+        return out
+
+    def _row_task(self, X, rows, out, plus=None):
+        """``(kernel, args, work)`` such that ``kernel(r0, r1, *args)`` computes rows [r0, r1) of
+        :meth:`_apply_rows` (each row on its own), for an engine that spreads several operators'
+        rows over its threads; None when the operator has no such row kernel."""
+        return None
+
     def column(self, j):
         """Column j (0-based) of R, i.e. R e_{j+1}."""
         if not 0 <= int(j) < self.d:
@@ -184,20 +209,38 @@ class BlockSparseOperator(_Operator):
     """
 
     family = "block-sparse"
+    storage = "stored"
+
+    BITMAP_BYTES = 64 * 2**20
+    """Largest η bitmap (d/b bits per column) held while sampling; more columns are sampled in chunks."""
 
     def __init__(self, d_sketch, block_size, block_prob, key, name):
         super().__init__(d_sketch, name)
         self.b, self.q, self.key = int(block_size), float(block_prob), int(key)
         d, b = self.d, self.b
-        counts = np.empty(d, dtype=np.int64)
+        nb = d // b
+        nw = (nb + 63) // 64
         key = np.uint64(self.key)
-        run_rows(K.bs_count, d, d * (d // b) * 8, key, d, b, self.q, counts)
+        thr = np.uint64(K.coin_threshold(self.q))
+        # one pass over the d·d/b coins per chunk of columns records η as bits; the fill reads the bits
+        counts = np.empty(d, dtype=np.int64)
+        step = max(1, min(d, self.BITMAP_BYTES // (8 * nw)))
+        rows, signs = [], []
+        for c0 in range(0, d, step):
+            m = min(d, c0 + step) - c0
+            bits = np.empty((m, nw), dtype=np.uint64)
+            run_rows(K.bs_count, m, m * nb * 8, c0, key, d, b, thr, counts, bits)
+            ptr = np.zeros(m + 1, dtype=np.int64)
+            np.cumsum(counts[c0:c0 + m], out=ptr[1:])
+            n = int(ptr[-1])
+            rows.append(np.empty(n, dtype=np.int32))
+            signs.append(np.empty((n, b), dtype=np.int8))
+            run_rows(K.bs_fill, m, n * b * 4 + m * nw, c0, key, d, b, ptr, bits, rows[-1], signs[-1])
+            del bits
         self.col_ptr = np.zeros(d + 1, dtype=np.int64)
         np.cumsum(counts, out=self.col_ptr[1:])
-        n = int(self.col_ptr[-1])
-        self.blk_row = np.empty(n, dtype=np.int32)
-        self.blk_sign = np.empty((n, b), dtype=np.int8)
-        run_rows(K.bs_fill, d, n * b * 4, key, d, b, self.q, self.col_ptr, self.blk_row, self.blk_sign)
+        self.blk_row = rows[0] if len(rows) == 1 else np.concatenate(rows)
+        self.blk_sign = signs[0] if len(signs) == 1 else np.concatenate(signs)
         self.scale = 1.0 / math.sqrt(d * self.q)
 
     @property
@@ -227,11 +270,235 @@ class BlockSparseOperator(_Operator):
         return self.col_ptr.nbytes + self.blk_row.nbytes + self.blk_sign.nbytes
 
 
+class ImplicitBlockSparseOperator(_Operator):
+    """A draw of D(b, q, d) that stores no block: every use regenerates the columns (matrix-free).
+
+    The block structure is Algorithm 2's (paper §4.3; THEORY §9 items 4–5), exactly as in
+    :class:`BlockSparseOperator`: a nonzero block of column j is f_s·σ_{s,j} | f_c·Enc(j, f'_m, f'_s)
+    | f_m·σ_m times 1/√(dq), with the same σ_m and σ_{s,j} streams. What differs is how the nonzero
+    blocks are found. The stored sampler draws one coin per block (O(d/b) per column); here the
+    nonzero blocks of column j come one after the other with geometric gaps: the k-th (k = 0, 1, …)
+    uses u = mix3(key, 4, j, k), U = ((u ≫ 11) + 1)·2⁻⁵³ and lies ⌊log U / log(1−q)⌋ + 1 blocks after
+    the previous one (bits 0, 1, 2 of u are f_m, f_s, f_c). The blocks of a column are then independent
+    Bernoulli(q), as in Algorithm 2, at O(q·d/b) work per column.
+
+    **Design choice**: at the same (seed, name) this is therefore a *different* matrix from the stored
+    operator, drawn from the same distribution D(b, q, d). A bank's ``storage`` is part of what
+    determines its matrices (like its family and seed); sketches made with one storage must be
+    decoded with the same storage.
+
+    Memory: O(d/G) integers (the blocks per group of G columns, computed on the first large apply)
+    plus ``col_ptr`` (8(d+1) bytes) only if something asks for it (the column-norm correction of
+    the decoders); each apply uses at most :meth:`scratch_bytes` of temporary buffers.
+
+    ``apply`` (R X) adds, for each output entry, the terms of its columns in ascending column order;
+    for large d it first bins the blocks of a chunk of columns by output tile (a tile of ``TILE_BYTES``
+    per ``ROW_CHUNK`` rows stays in cache) and then adds them tile by tile, in the same order as the
+    direct kernel, so the two paths, and any thread count, give bit-identical results.
+    """
+
+    family = "block-sparse"
+    storage = "implicit"
+
+    GROUP = 1024
+    """Columns per group (fewer when q·d/b is large): the unit of the block counts kept for binning."""
+    CHUNK_ENTRIES = 1 << 24
+    """Nonzero blocks binned at once (two uint64 buffers of this length)."""
+    CHUNK_CELLS = 1 << 22
+    """Largest groups × tiles histogram of one chunk."""
+    CHUNK_BYTES = 256 * 2**20
+    """Largest column records of one chunk: per column its sign template (⌈b/64⌉ words) and the x
+    values (apply) or partial sums (apply_t) of up to ROW_CHUNK rows, so each block reads one record."""
+    TILE_BYTES = 1 << 20
+    """Bytes of output (apply) or input (apply_t) rows one tile spans, per row chunk."""
+    ROW_CHUNK = 8
+    """Rows of X applied per pass over a tile's blocks."""
+    DIRECT_MAX_BYTES = 256 * 1024
+    """Below this many bytes of output rows (min(m, ROW_CHUNK)·d·8), or with at most GROUP columns,
+    apply / apply_t use the direct kernels (no binning)."""
+
+    def __init__(self, d_sketch, block_size, block_prob, key, name):
+        super().__init__(d_sketch, name)
+        self.b, self.q, self.key = int(block_size), float(block_prob), int(key)
+        self.scale = 1.0 / math.sqrt(self.d * self.q)
+        self._lq = K.gap_log(self.q)
+        self._groups = None          # (G, group_ptr)
+        self._col_ptr = None
+
+    # ------------------------------------------------------------------ sizes and bookkeeping
+    @classmethod
+    def scratch_bytes(cls, d_sketch, block_size):
+        """Upper estimate of the temporary bytes of one apply / apply_t (the bins, histograms, sign
+        templates) beyond the output array; independent of d (it depends on b through ⌈b/64⌉)."""
+        nwb = (int(block_size) + 63) // 64
+        return 2 * 8 * 2 * cls.CHUNK_ENTRIES + 12 * cls.CHUNK_CELLS + cls.CHUNK_BYTES + 8 * (nwb + cls.ROW_CHUNK) * 1024
+
+    def _group_size(self):
+        per_col = max(1.0, self.q * (self.d // self.b))
+        return int(max(1, min(self.GROUP, self.CHUNK_ENTRIES // (8 * per_col))))
+
+    def _group_ptr(self):
+        """(G, ptr): blocks of columns [0, g·G) are ptr[g]; computed once (one pass over the blocks)."""
+        G = self._group_size()
+        if self._groups is None or self._groups[0] != G:
+            d = self.d
+            ng = -(-d // G)
+            counts = np.empty(ng, dtype=np.int64)
+            run_rows(K.bsi_group_counts, ng, self._expected_blocks() * 20, G, np.uint64(self.key), d, self.b,
+                     self._lq, counts)
+            ptr = np.zeros(ng + 1, dtype=np.int64)
+            np.cumsum(counts, out=ptr[1:])
+            self._groups = (G, ptr)
+        return self._groups
+
+    def _expected_blocks(self, n_cols=None):
+        return int(self.q * (self.d // self.b) * (self.d if n_cols is None else n_cols)) + 1
+
+    @property
+    def col_ptr(self):
+        """Blocks of column j are ``col_ptr[j]:col_ptr[j+1]`` of the column-major enumeration (O(d), on demand)."""
+        if self._col_ptr is None:
+            d = self.d
+            counts = np.empty(d, dtype=np.int64)
+            run_rows(K.bsi_col_counts, d, self._expected_blocks() * 20, 0, np.uint64(self.key), d, self.b,
+                     self._lq, counts)
+            ptr = np.zeros(d + 1, dtype=np.int64)
+            np.cumsum(counts, out=ptr[1:])
+            self._col_ptr = ptr
+        return self._col_ptr
+
+    @property
+    def n_blocks(self):
+        """Number of nonzero blocks of the matrix."""
+        if self._col_ptr is not None:
+            return int(self._col_ptr[-1])
+        return int(self._group_ptr()[1][-1])
+
+    @property
+    def nbytes(self):
+        """Bytes held between uses: the group counts and ``col_ptr`` once computed, nothing else."""
+        return (0 if self._groups is None else self._groups[1].nbytes) + \
+            (0 if self._col_ptr is None else self._col_ptr.nbytes)
+
+    # ------------------------------------------------------------------ columns
+    def column_blocks(self, j):
+        """The nonzero blocks of column j (0-based): (block rows (n,) int32 ascending, signs (n, b) int8).
+
+        Column j of R is ``signs[k]·scale`` on rows ``[rows[k]·b, (rows[k]+1)·b)`` and 0 elsewhere.
+        """
+        j = check_int("j", j, minimum=0, maximum=self.d - 1)
+        key = np.uint64(self.key)
+        cnt = np.empty(1, dtype=np.int64)
+        K.bsi_col_counts(j, j + 1, j, key, self.d, self.b, self._lq, cnt)
+        rows = np.empty(int(cnt[0]), dtype=np.int32)
+        signs = np.empty((int(cnt[0]), self.b), dtype=np.int8)
+        K.bsi_column_blocks(j, key, self.d, self.b, self._lq, rows, signs)
+        return rows, signs
+
+    def column(self, j):
+        """Column j (0-based) of R, regenerated from its blocks."""
+        if not 0 <= int(j) < self.d:
+            raise ValueError(f"column index j must lie in 0..{self.d - 1}; got {j}")
+        rows, signs = self.column_blocks(int(j))
+        out = np.zeros(self.d)
+        b = self.b
+        for r, s in zip(rows.tolist(), signs):
+            out[r * b:(r + 1) * b] = s * self.scale
+        return out
+
+    def dense(self):
+        out = np.zeros((self.d, self.d))
+        run_rows(K.bsi_dense, self.d, self._expected_blocks() * self.b * 4, out, np.uint64(self.key), self.d,
+                 self.b, self._lq, self.scale)
+        return out
+
+    # ------------------------------------------------------------------ apply
+    def _direct(self, m, L):
+        return L <= self.GROUP or min(m, self.ROW_CHUNK) * self.d * 8 <= self.DIRECT_MAX_BYTES
+
+    def _chunks(self, L, NT, W):
+        """Chunks of whole groups covering columns [0, L): [(first group, end group), ...], each within
+        CHUNK_ENTRIES blocks, CHUNK_CELLS histogram cells and CHUNK_BYTES of column records (W words each)."""
+        G, ptr = self._group_ptr()
+        ng = -(-L // G)
+        max_ng = max(1, min(self.CHUNK_CELLS // NT, self.CHUNK_BYTES // (8 * W * G)))
+        out, g = [], 0
+        while g < ng:
+            # the longest run of groups from g within the limits (at least one group)
+            h = int(np.searchsorted(ptr, ptr[g] + self.CHUNK_ENTRIES, side="right")) - 1
+            h = min(ng, g + max_ng, max(g + 1, h))
+            out.append((g, h))
+            g = h
+        return G, ptr, out
+
+    def _binned(self, X, out, transpose):
+        """R X (transpose=False, X of shape (m, L)) or Rᵀ X (X of shape (m, d)) through the bins."""
+        m, L = X.shape
+        d, b = self.d, self.b
+        nb = d // b
+        mr = min(m, self.ROW_CHUNK)
+        tshift = max(0, (self.TILE_BYTES // (mr * b * 8)).bit_length() - 1)     # tiles of 2^tshift block rows
+        NT = ((nb - 1) >> tshift) + 1
+        nwb = (b + 63) // 64
+        W = nwb + mr                              # a column record: sign template, then x (or sums) of mr rows
+        G, ptr, chunks = self._chunks(L, NT, W)
+        key = np.uint64(self.key)
+        cap = max(int(ptr[h] - ptr[g]) for g, h in chunks)
+        buf = np.empty(cap, dtype=np.uint64)
+        bins = np.empty(cap, dtype=np.uint64)
+        if not transpose:
+            out.fill(0.0)
+        for g0, g1 in chunks:
+            ng = g1 - g0
+            c0, c1 = g0 * G, min(L, g1 * G)
+            n = int(ptr[g1] - ptr[g0])
+            goff = ptr[g0:g1] - ptr[g0]
+            gfill = np.empty(ng, dtype=np.int64)
+            hist = np.zeros((ng, NT), dtype=np.int32)
+            rec = np.empty((c1 - c0, W), dtype=np.uint64)
+            recf = rec.view(np.float64)
+            run_rows(K.bsi_gen, ng, n * 40, g0, G, c0, c1, key, d, b, self._lq, X, not transpose, tshift, goff, buf,
+                     gfill, hist, rec, nwb)
+            S = np.zeros(NT * ng + 1, dtype=np.int64)
+            np.cumsum(hist.T.ravel(), out=S[1:])
+            run_rows(K.bsi_scatter, ng, n * 8 + ng * NT, ng, tshift, buf, goff, gfill, S, bins)
+            for k0 in range(0, m, mr):
+                k1 = min(m, k0 + mr)
+                if transpose:
+                    run_rows(K.bsi_apply_t_groups, ng, n * b * (k1 - k0), ng, g0, G, c0, c1, k0, k1, X, out, d, b,
+                             self.scale, S, bins, rec, recf, nwb)
+                else:
+                    run_rows(K.bsi_gather_x, c1 - c0, (c1 - c0) * (k1 - k0), c0, k0, k1, X, recf, nwb)
+                    run_rows(K.bsi_apply_tiles, NT, n * b * (k1 - k0), ng, k0, k1, out, c0, d, b, self.scale, S,
+                             bins, rec, recf, nwb)
+        return out
+
+    def _apply(self, X, out):
+        m, L = X.shape
+        if not self._direct(m, L):
+            return self._binned(X, out, False)
+        out.fill(0.0)
+        run_rows(K.bsi_apply_direct, m, m * self._expected_blocks(L) * self.b, X, out, np.uint64(self.key),
+                 self.d, self.b, self._lq, self.scale)
+        return out
+
+    def _apply_t(self, X, out):
+        m, d = X.shape
+        if not self._direct(m, d):
+            return self._binned(X, out, True)
+        out.fill(0.0)
+        run_rows(K.bsi_apply_t_direct, d, m * self._expected_blocks() * self.b, X, out, np.uint64(self.key), d,
+                 self.b, self._lq, self.scale)
+        return out
+
+
 class HadamardOperator(_Operator):
     """R = H D₁ H D₂ H D₃ P / d^{3/2}: fast structured orthonormal transform (THEORY.md §2.4).
 
     ``P x = x[perm]``; D₁, D₂, D₃ are random ±1 diagonals. Engineering substitute for Haar, not a
-    distribution of the paper.
+    distribution of the paper. From d = 2^13 on, the first apply builds a gather plan of the
+    permutation (6 bytes per coordinate, counted in :attr:`nbytes` once built) so that P x runs in
+    two streaming passes instead of d cache misses (``_hadamard_kernels``; same result).
     """
 
     family = "hadamard"
@@ -246,9 +513,34 @@ class HadamardOperator(_Operator):
         self.scale = float(d) ** -1.5
 
     def _apply(self, X, out):
-        run_rows(HK.hadamard_apply, X.shape[0], self._work(X.shape[0]), X, out, self.perm, self.signs[0],
-                 self.signs[1], self.signs[2], self.scale)
+        return self._apply_rows(X, None, out)
+
+    def _apply_rows(self, X, rows, out, plus=None):
+        kernel, args, work = self._row_task(X, rows, out, plus)
+        run_rows(kernel, out.shape[0], work, *args)
         return out
+
+    def _row_task(self, X, rows, out, plus=None):
+        rows = HK.NO_ROWS if rows is None else np.asarray(rows, dtype=np.int64)
+        pos, q = self._gather_plan() if X.shape[1] == self.d else (HK.NO_POS, HK.NO_Q)
+        return (HK.hadamard_apply, (X, rows, out, self.perm, pos, q, self.signs[0], self.signs[1], self.signs[2],
+                                    self.scale, plus is not None, 0.0 if plus is None else float(plus)),
+                self._work(out.shape[0]))
+
+    def _gather_plan(self):
+        """(pos, q) of :func:`_hadamard_kernels.gather_plan` for d ≥ ``GATHER_BLOCK_MIN_D`` (built on
+        first use, 6 bytes per coordinate), else empty arrays (direct gather)."""
+        plan = self.__dict__.get("_gplan")
+        if plan is None:
+            if self.d < max(HK.GATHER_BLOCK_MIN_D, HK.GATHER_BLOCK):
+                plan = (HK.NO_POS, HK.NO_Q)
+            else:
+                pos = np.empty(self.d, dtype=np.int32)
+                q = np.empty(self.d, dtype=np.uint16)
+                HK.gather_plan(self.perm, HK.GATHER_BLOCK, pos, q)
+                plan = (pos, q)
+            self._gplan = plan
+        return plan
 
     def _work(self, m):
         return 3 * m * self.d * max(1, self.d.bit_length())
@@ -263,7 +555,8 @@ class HadamardOperator(_Operator):
 
     @property
     def nbytes(self):
-        return self.perm.nbytes + self.signs.nbytes
+        plan = self.__dict__.get("_gplan", ())
+        return self.perm.nbytes + self.signs.nbytes + sum(a.nbytes for a in plan)
 
 
 def _sample_haar(d, rng):
@@ -295,6 +588,15 @@ class MatrixBank:
     n_matrices : int, optional
         N, the number of matrices the bank must tell apart, when known in advance; sketching a
         graph re-checks b against the graph's own N (:attr:`Graph.n_matrices`).
+    storage : {None, "stored", "implicit"}, optional
+        Block-sparse only (None otherwise). ``"stored"`` (the default, None): each matrix is drawn
+        once and kept as its nonzero blocks (:class:`BlockSparseOperator`, memory ∝ q·d²).
+        ``"implicit"``: nothing is stored, every use regenerates the blocks of each column from the
+        counter-based generator (:class:`ImplicitBlockSparseOperator`, memory O(d)), for d in the
+        millions. The two draw **different matrices from the same distribution** at one seed (the
+        implicit one finds a column's nonzero blocks through geometric gaps instead of one coin per
+        block): the storage is part of the bank's identity, and sketches must be decoded with a bank
+        of the same storage.
 
     Notes
     -----
@@ -310,10 +612,11 @@ class MatrixBank:
     True
     """
 
-    def __init__(self, d_sketch, family, seed, block_size=None, block_prob=None, n_matrices=None):
+    def __init__(self, d_sketch, family, seed, block_size=None, block_prob=None, n_matrices=None, storage=None):
         self.d_sketch = check_int("d_sketch", d_sketch, minimum=1)
         self.family = check_choice("family", family, FAMILIES)
         self.seed = check_seed(seed)
+        self.storage = check_storage(family, storage)
         d = self.d_sketch
         if family == "block-sparse":
             self.block_size, self.block_prob = check_block_params(d, block_size, block_prob, n_matrices)
@@ -338,13 +641,17 @@ class MatrixBank:
 
         Dense families: the d×d float64 matrix and the QR workspace; hadamard: signs, the
         permutation and work vectors (O(d)); block-sparse: q·d²/b stored blocks of b float64
-        entries each, plus their indices.
+        entries each, plus their indices; implicit block-sparse: O(d) (``col_ptr`` when asked for,
+        the group counts) plus the fixed scratch of one apply
+        (:meth:`ImplicitBlockSparseOperator.scratch_bytes`).
         """
         d = self.d_sketch
         if self.family in DENSE_FAMILIES:
             return 16 * d * d
         if self.family == "hadamard":
             return 64 * d
+        if self.storage == "implicit":
+            return 16 * d + ImplicitBlockSparseOperator.scratch_bytes(d, self.block_size)
         try:
             return float(self.block_prob) * 9.0 * float(d) * float(d) + 64.0 * d
         except OverflowError:
@@ -372,7 +679,8 @@ class MatrixBank:
     def _draw(self, name):
         d, fam = self.d_sketch, self.family
         if fam == "block-sparse":
-            return BlockSparseOperator(d, self.block_size, self.block_prob, name_key(self.seed, name), name)
+            cls = ImplicitBlockSparseOperator if self.storage == "implicit" else BlockSparseOperator
+            return cls(d, self.block_size, self.block_prob, name_key(self.seed, name), name)
         rng = name_generator(self.seed, name)
         if fam == "hadamard":
             return HadamardOperator(d, rng, name)
@@ -458,4 +766,6 @@ class MatrixBank:
 
     def __repr__(self):
         extra = f", block_size={self.block_size}, block_prob={self.block_prob}" if self.block_size else ""
+        if getattr(self, "storage", None) == "implicit":
+            extra += ", storage='implicit'"
         return f"MatrixBank(d_sketch={self.d_sketch}, family={self.family!r}, seed={self.seed}{extra})"

@@ -172,6 +172,36 @@ def fwht(x):
     return _hadamard_matrix(len(x)).astype(np.float64) @ x
 
 
+def hadamard_gather_plan(perm, block):
+    """(pos, q) of the blocked gather of (P x)_i = x[perm[i]] with destination blocks of ``block``.
+
+    Bucket b collects the sources j of destination block b (perm⁻¹[j] // block = b) in increasing
+    j: pos[j] is the slot of source j in that bucketed copy of x, and q[i] the offset, inside the
+    bucket of i's block, of i's source perm[i].
+    """
+    d = len(perm)
+    inv = np.argsort(perm)                                  # perm⁻¹
+    pos = np.empty(d, dtype=np.int64)
+    for b in range(d // block):
+        sources = np.flatnonzero(inv // block == b)         # increasing source order
+        pos[sources] = b * block + np.arange(len(sources))
+    q = pos[perm] - (np.arange(d) // block) * block
+    return pos, q
+
+
+def hadamard_gather_blocked(x, pos, q, signs, block):
+    """x[perm] ⊙ signs through the plan: copy x into its buckets, then read each block's bucket."""
+    d = len(x)
+    buckets = np.empty(d)
+    buckets[pos] = x
+    return buckets[(np.arange(d) // block) * block + q] * signs
+
+
+def apply_plus_identity(R, X, c):
+    """c·(X + X Rᵀ) row by row: c(I+R)x, the (I+R)/2-type factors of the sketch (paper §3.3)."""
+    return c * (X + X @ R.T)
+
+
 # ----------------------------------------------------------------------------- tuple merge
 def merge_inputs(children_sketches, transformed, weights):
     """Σ_i ½ w_i (s_i + R_i s_i) given the s_i and the R_i s_i (the merge kernel's contract)."""
@@ -452,3 +482,49 @@ def match_signature_scores(sig_hat, candidates):
         n = math.sqrt(float(cc @ cc))
         out[i] = float(np.dot(sig_hat, cc)) / n if n > 0 else -np.inf
     return out
+
+
+# ----------------------------------------------------------------------------- implicit D(b, q, d)
+def block_sparse_implicit_blocks(d_sketch, block_size, block_prob, key, j):
+    """Nonzero blocks of column j (0-based) of the implicit D(b, q, d), literally: [(i, u), ...].
+
+    Geometric gaps (twin of ``_matrix_kernels._next_block``): the k-th nonzero block, k = 0, 1, …,
+    uses u = mix(key, 4, j, k), U = ((u >> 11) + 1)·2⁻⁵³ and lies ⌊log U / log(1 − q)⌋ + 1 blocks
+    after the previous one (the first after "block −1"); blocks at or past d/b end the column. For
+    q = 1 every gap is 0. i is 0-based; u's bits 0, 1, 2 are f_m, f_s, f_c.
+    """
+    from ._matrix_kernels import STREAM_GAP
+
+    nb = d_sketch // block_size
+    out, i, k = [], -1, 0
+    while True:
+        u = int(mix_np(key, STREAM_GAP, j, k))
+        if block_prob >= 1.0:
+            gap = 0
+        else:
+            U = ((u >> 11) + 1) * 2.0 ** -53
+            gap = math.floor(math.log(U) / math.log1p(-block_prob))
+        i = i + 1 + gap
+        if i >= nb:
+            return out
+        out.append((i, u))
+        k += 1
+
+
+def block_sparse_implicit_dense(d_sketch, block_size, block_prob, key):
+    """The implicit D(b, q, d) as a dense matrix: Algorithm 2's blocks (steps 4–13, as in
+    :func:`block_sparse_dense`) at the positions of :func:`block_sparse_implicit_blocks`."""
+    d, b, q = d_sketch, block_size, block_prob
+    t = b // 3
+    scale = 1.0 / math.sqrt(d * q)
+    R = np.zeros((d, d))
+    sigma_m = _pm(mix_np(key, STREAM_SIGMA_M, np.arange(t), 0)) * scale          # step 4
+    for j in range(1, d + 1):                                                     # step 5
+        sigma_s = _pm(mix_np(key, STREAM_SIGMA_S, j - 1, np.arange(t))) * scale   # step 6
+        for i0, u in block_sparse_implicit_blocks(d, b, q, key, j - 1):           # steps 7, 11: η = 1
+            f_m, f_s, f_c = (1 if (u >> k) & 1 else -1 for k in range(3))         # step 8
+            fp_m = f_m * np.sign(sigma_m[0])                                      # step 9
+            fp_s = f_s * np.sign(sigma_s[0])
+            sigma_c = enc(j, fp_m, fp_s, d, b, q)                                 # step 10
+            R[b * i0:b * (i0 + 1), j - 1] = np.concatenate([f_s * sigma_s, f_c * sigma_c, f_m * sigma_m])
+    return R

@@ -168,13 +168,16 @@ def _bank_record(bank):
         raise ValueError("bank must be a plain MatrixBank rebuilt from (family, d_sketch, seed, block_size, "
                          "block_prob); got a bank with replaced matrices (MatrixBank.replaced), which a "
                          "repository cannot record")
-    return {"family": bank.family, "d_sketch": bank.d_sketch, "seed": bank.seed,
-            "block_size": bank.block_size, "block_prob": bank.block_prob}
+    rec = {"family": bank.family, "d_sketch": bank.d_sketch, "seed": bank.seed,
+           "block_size": bank.block_size, "block_prob": bank.block_prob}
+    if bank.storage == "implicit":         # part of the bank's identity: a different draw of D(b, q, d)
+        rec["storage"] = bank.storage
+    return rec
 
 
 def _bank_from_record(rec):
     return MatrixBank(rec["d_sketch"], rec["family"], rec["seed"], block_size=rec.get("block_size"),
-                      block_prob=rec.get("block_prob"))
+                      block_prob=rec.get("block_prob"), storage=rec.get("storage"))
 
 
 def _json_default(obj):

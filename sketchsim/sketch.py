@@ -14,43 +14,75 @@ The tuple matrices R_1, R_2 of the (attr, input) pair are the same R_1, R_2 as i
 applied once per level to all the rows that need it (a GEMM for dense families, a Numba kernel
 otherwise), and a Numba kernel merges weighted child sketches into their parents' input sketches.
 The batched form runs B network inputs that share one graph structure through the same schedule,
-so each matrix product has B times more rows.
+so each matrix product has B times more rows. Intermediates live in a per-thread workspace reused
+across calls (no fresh pages per call at large d), each (I+R)/2 factor is one operator call, and
+the attribute branch goes through a cached affine map whenever it fits (:func:`_use_attr_map`).
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numba import njit
 
+from . import _parallel
 from ._parallel import run_rows
 from ._validation import check_bool, show
 from .graph import Graph, validate_attributes, validate_weights
 from .matrices import MatrixBank, module_name, tuple_name
 
-__all__ = ["sketch", "sketch_objects", "sketch_batch", "sketch_many", "warm_up"]
+__all__ = ["sketch", "sketch_objects", "sketch_batch", "sketch_many", "warm_up", "release_workspace"]
+
+
+MERGE_COLUMNS = 2048
+"""Columns per block of the merge kernel: a parent's block stays in L1 while its inputs are added."""
 
 
 @njit(cache=True, nogil=True)
 def _merge_inputs(r0_, r1_, out, S, Y, ptr, child, yrow, w, B):
     """out[p·B+b] = Σ_{e ∈ p} ½ w[e, b] (S[child_e·B+b] + Y[yrow_e·B+b]): a tuple sketch's sum.
 
-    Each (parent, batch) row is owned by one iteration and edges are summed in a fixed order, so
-    the result does not depend on the thread count.
+    Each (parent, batch) row is owned by one iteration and edges are summed in a fixed order from
+    0.0, so the result does not depend on the thread count; the row is done in blocks of
+    ``MERGE_COLUMNS`` (written once, not once per edge), which changes no operation.
     """
     d = out.shape[1]
     for pb in range(r0_, r1_):
         p = pb // B
         b = pb - p * B
+        o = out[pb]
+        for t0 in range(0, d, MERGE_COLUMNS):
+            t1 = min(d, t0 + MERGE_COLUMNS)
+            for t in range(t0, t1):
+                o[t] = 0.0
+            for e in range(ptr[p], ptr[p + 1]):
+                c = 0.5 * w[e, b]
+                sr = S[child[e] * B + b]
+                yr = Y[yrow[e] * B + b]
+                for t in range(t0, t1):
+                    o[t] += c * (sr[t] + yr[t])
+
+
+@njit(cache=True, nogil=True)
+def _add_rows(r0_, r1_, S, rows, V):
+    """S[rows[k]] += V[k] for k in [r0_, r1_) (rows distinct)."""
+    d = S.shape[1]
+    for k in range(r0_, r1_):
+        r = rows[k]
         for t in range(d):
-            out[pb, t] = 0.0
-        for e in range(ptr[p], ptr[p + 1]):
-            c = 0.5 * w[e, b]
-            sr = child[e] * B + b
-            yr = yrow[e] * B + b
-            for t in range(d):
-                out[pb, t] += c * (S[sr, t] + Y[yr, t])
+            S[r, t] += V[k, t]
+
+
+@njit(cache=True, nogil=True)
+def _add_vector(r0_, r1_, S, v, c):
+    """S[k] = (S[k] + v) · c for rows k in [r0_, r1_): ``S += v; S *= c`` in one pass (c = 1 exact)."""
+    d = S.shape[1]
+    for k in range(r0_, r1_):
+        for t in range(d):
+            S[k, t] = (S[k, t] + v[t]) * c
 
 
 @dataclass(frozen=True)
@@ -74,7 +106,8 @@ class _LevelPlan:
     edges: _EdgeGroup | None
 
     def internal_groups(self, B):
-        """Per module: (module, rows of U (internal objects × B), rows of S), for batch size B."""
+        """Per module: (module, rows of U (internal objects × B), rows of S, their number), for batch
+        size B; rows as a slice where they are consecutive, else an int64 index array."""
         cache = self.__dict__.setdefault("_ig", {})
         if B not in cache:
             out = []
@@ -83,9 +116,18 @@ class _LevelPlan:
                 k = np.flatnonzero((sched >= a) & (sched < z))
                 if len(k):
                     bb = np.arange(B)[None, :]
-                    out.append((m, (k[:, None] * B + bb).ravel(), (sched[k][:, None] * B + bb).ravel()))
+                    out.append((m, _as_slice((k[:, None] * B + bb).ravel()),
+                                _as_slice((sched[k][:, None] * B + bb).ravel()), len(k) * B))
             cache[B] = out
         return cache[B]
+
+
+def _as_slice(rows):
+    """``slice(r0, r1)`` if ``rows`` are r0, r0+1, …, r1−1, else ``rows`` (int64)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
 
 
 class _Plan:
@@ -112,6 +154,15 @@ class _Plan:
         self.levels = levels
         self.own_values = None
         self.output_edges = self._edges(graph, [graph.output[0]], [offs[-1]])
+
+    def scratch_rows(self, B):
+        """(rows of U, rows of T) that :func:`_run` needs for batch size B: U holds the input
+        sketches of one level's internal objects, T the products R_p s of one level's input lists
+        (or a module group's direct-path intermediate, or U transformed)."""
+        n_int = max([len(lv.internal) for lv in self.levels] + [1])
+        n_tmp = max([n_int, self.output_edges.n_y] + [z - a for lv in self.levels for _, a, z in lv.groups]
+                    + [lv.edges.n_y for lv in self.levels if lv.edges is not None])
+        return n_int * B, n_tmp * B
 
     def _edges(self, graph, child_lists, w_offsets):
         ptr = np.zeros(len(child_lists) + 1, dtype=np.int64)
@@ -146,17 +197,69 @@ def _e1_image(op):
     return col
 
 
-def _merge(bank, S, edges, W, B):
+def _expand(rows, B):
+    """Rows of B-batched arrays: row r becomes r·B … r·B+B−1."""
+    return rows if B == 1 else (rows[:, None] * B + np.arange(B)[None, :]).ravel()
+
+
+def _merge(bank, S, edges, W, B, out, Y):
+    """s_input = Σ_i ½ w_i (s_i + R_i s_i) of every parent of ``edges`` into ``out`` (n_parents·B, d).
+
+    R_p is applied once to each distinct child at position p, every position in one balanced
+    dispatch (:func:`_apply_jobs`), into the scratch ``Y``; then one merge kernel.
+    """
     d = S.shape[1]
-    Y = np.empty((edges.n_y * B, d))
-    for pos, uniq, y0 in edges.products:
-        rows = uniq if B == 1 else (uniq[:, None] * B + np.arange(B)[None, :]).ravel()
-        Y[y0 * B:(y0 + len(uniq)) * B] = bank.get(tuple_name(pos)).apply(S[rows])
-    out = np.empty(((len(edges.ptr) - 1) * B, d))
+    _apply_jobs([(bank.get(tuple_name(pos)), S, _expand(uniq, B), Y[y0 * B:(y0 + len(uniq)) * B], None)
+                 for pos, uniq, y0 in edges.products])
     w = np.ascontiguousarray(W[edges.wcol])
     run_rows(_merge_inputs, out.shape[0], 2 * len(edges.child) * B * d, out, S, Y, edges.ptr, edges.child,
              edges.yrow, w, B)
     return out
+
+
+def _apply_jobs(jobs):
+    """Run independent ``op._apply_rows(X, rows, out, plus)`` jobs (no output is another's input).
+
+    Operators with a row kernel (``_row_task``) share the thread pool over all their rows at once,
+    in contiguous pieces, so that several short jobs (one row per input position of the output, a
+    few rows per module) do not leave threads idle; each row is still computed by one kernel call
+    on its own, so the result does not depend on the thread count. Other operators (BLAS GEMMs,
+    block-sparse) run one after another as usual.
+    """
+    tasks = []
+    for op, X, rows, out, plus in jobs:
+        task = op._row_task(X, rows, out, plus) if len(jobs) > 1 else None
+        if task is None:
+            op._apply_rows(X, rows, out, plus)
+        else:
+            tasks.append((task[0], out.shape[0], task[1], task[2]))
+    if not tasks:
+        return
+    total = sum(n for _, n, _, _ in tasks)
+    n_threads = min(numba.get_num_threads(), total)
+    if n_threads <= 1 or sum(wk for _, _, _, wk in tasks) < _parallel.MIN_PARALLEL_WORK:
+        for kernel, n, args, _ in tasks:
+            kernel(0, n, *args)
+        return
+    bounds = [total * k // n_threads for k in range(n_threads + 1)]
+    pieces = [[] for _ in range(n_threads)]
+    start = 0
+    for kernel, n, args, _ in tasks:
+        for k in range(n_threads):
+            a, z = max(bounds[k], start) - start, min(bounds[k + 1], start + n) - start
+            if a < z:
+                pieces[k].append((kernel, a, z, args))
+        start += n
+
+    def run(piece):
+        for kernel, a, z, args in piece:
+            kernel(a, z, *args)
+
+    pool = _parallel._get_pool(n_threads - 1)
+    futures = [pool.submit(run, pieces[k]) for k in range(1, n_threads)]
+    run(pieces[0])
+    for f in futures:
+        f.result()
 
 
 BATCH_CHUNK_BYTES = 256 * 2**20
@@ -165,13 +268,29 @@ BATCH_CHUNK_BYTES = 256 * 2**20
 ATTR_MAP_MAX_BYTES = 256 * 2**20
 """Largest cached attribute map A_M (d × (L+1) float64) per module; above it, the direct path."""
 
+ATTR_MAP_TOTAL_BYTES = 2 * 2**30
+"""Largest total of the attribute maps one sketch may use (distinct (module, L) of the graph);
+above it, a group uses its map only when building it costs no more than the direct path."""
 
-def _use_attr_map(bank, module, L, n_rows):
-    """Use the cached map when it exists, or when building it (L+1 rows through three matrices)
-    costs no more than the direct path for this call's ``n_rows`` attribute rows."""
+WORKSPACE_MAX_BYTES = 2 * 2**30
+"""Largest scratch (object sketches and intermediates) kept per thread between sketch calls, so
+that repeated calls write into memory already mapped (at d = 2^20 fresh arrays cost ≈ 30% of the
+time in page faults); larger requests are allocated per call. :func:`release_workspace` frees it."""
+
+
+def _use_attr_map(bank, module, L, n_rows, maps_bytes=0):
+    """Whether a module group's attribute part goes through the cached map A_M x + c_M.
+
+    Whenever the map fits (at most ``ATTR_MAP_MAX_BYTES``, and the graph's maps together at most
+    ``ATTR_MAP_TOTAL_BYTES``): building it costs L+1 rows through three matrices once per bank,
+    after which each of the group's ``n_rows`` rows costs a length-L combination instead of three
+    operator applications. Over the total budget, only where it pays off within the call
+    (n_rows ≥ L+1). The choice depends on (d, L, n_rows, the graph) only, never on what the bank
+    has cached, so a sketch does not depend on earlier calls.
+    """
     if 8 * bank.d_sketch * (L + 1) > ATTR_MAP_MAX_BYTES:
         return False
-    return ("attr-map", module, L) in bank._cache or n_rows >= L + 1
+    return maps_bytes <= ATTR_MAP_TOTAL_BYTES or n_rows >= L + 1
 
 
 def _attr_map(bank, module, L):
@@ -188,12 +307,33 @@ def _attr_map(bank, module, L):
         Y[:L] = bank.get(module_name(module, 1)).apply(np.eye(L))
         Y[L] = _e1_image(bank.get(module_name(module, 2)))
         Y *= 0.5                                            # s_attr = ½R_{M,1}x + ½R_{M,2}e_1
-        Y += bank.get(tuple_name(1)).apply(Y)
-        Y *= 0.25                                           # ½ · (I+R_1)/2 of the (attr, input) tuple
-        Y += bank.get(module_name(module, 0)).apply(Y)
-        Y *= 0.5                                            # (I+R_{M,0})/2
+        Z = np.empty_like(Y)
+        bank.get(tuple_name(1))._apply_rows(Y, None, Z, 0.25)        # ½ · (I+R_1)/2 of the (attr, input) tuple
+        bank.get(module_name(module, 0))._apply_rows(Z, None, Y, 0.5)   # (I+R_{M,0})/2
         V = bank._cache[key] = Y
     return V
+
+
+_local = threading.local()
+
+
+def _workspace(name, rows, d):
+    """A C-contiguous (rows, d) float64 scratch array of this thread, reused across calls
+    (arbitrary contents; kept while the thread's workspace stays within ``WORKSPACE_MAX_BYTES``)."""
+    need = rows * d
+    bufs = _local.__dict__.setdefault("bufs", {})
+    buf = bufs.get(name)
+    if buf is None or buf.size < need:
+        bufs.pop(name, None)
+        buf = np.empty(need)
+        if 8 * (sum(b.size for b in bufs.values()) + need) <= WORKSPACE_MAX_BYTES:
+            bufs[name] = buf
+    return buf[:need].reshape(rows, d)
+
+
+def release_workspace():
+    """Free the calling thread's sketch workspace (it is rebuilt on the next call)."""
+    _local.__dict__.pop("bufs", None)
 
 
 def _run(graph, bank, Xg, W, B):
@@ -201,46 +341,62 @@ def _run(graph, bank, Xg, W, B):
 
     Xg: per module group of each level (keyed by its first schedule row), the attributes stacked as
     ((z−a)·B, L); W: flat weight table (n_edges, B) whose last rows are the output's weights.
-    Returns (S of shape (n_obj·B, d) in schedule order, overall of shape (B, d)).
+    Returns (S of shape (n_obj·B, d) in schedule order, overall of shape (B, d)). S lives in the
+    thread's workspace: valid until the next call on this thread (callers copy what they return).
 
     s_object = [attribute part] + ½(I+R_{M,0}) · ¼(I+R_2) s_input, where the attribute part is
-    A_M x + c_M (:func:`_attr_map`) when the map is small enough to cache, and otherwise computed
-    directly as ½(I+R_{M,0}) · ¼(I+R_1) · (½R_{M,1}x + ½R_{M,2}e_1).
+    A_M x + c_M (:func:`_attr_map`, see :func:`_use_attr_map`) or computed directly as
+    ½(I+R_{M,0}) · ¼(I+R_1) · (½R_{M,1}x + ½R_{M,2}e_1). Every factor (I+R)/2 is one
+    ``_apply_rows(..., plus=c)`` from one scratch array into another; no array is allocated per call
+    beyond the returned overall sketch.
     """
     plan = _plan(graph)
     d = bank.d_sketch
-    S = np.empty((len(graph.ids) * B, d))
+    n_int, n_tmp = plan.scratch_rows(B)
+    S = _workspace("S", len(graph.ids) * B, d)
+    U = _workspace("U", n_int, d)
+    T = _workspace("T", n_tmp, d)
     r1 = bank.get(tuple_name(1))
     r2 = bank.get(tuple_name(2))
+    pairs = {(graph.modules[m], X.shape[1]) for lv in plan.levels for m, a, z in lv.groups
+             for X in (Xg[a],)}
+    maps_bytes = sum(8 * d * (L + 1) for _, L in pairs)
     for lv in plan.levels:
         for m, a, z in lv.groups:
             mod = graph.modules[m]
             X = Xg[a]
             L = X.shape[1]
-            if _use_attr_map(bank, mod, L, (z - a) * B):
+            Sg = S[a * B:z * B]
+            if _use_attr_map(bank, mod, L, (z - a) * B, maps_bytes):
                 V = _attr_map(bank, mod, L)
-                np.matmul(X, V[:L], out=S[a * B:z * B])
-                S[a * B:z * B] += V[L]
+                np.matmul(X, V[:L], out=Sg)
+                run_rows(_add_vector, len(Sg), Sg.size, Sg, V[L], 1.0)
             else:
-                T = bank.get(module_name(mod, 1)).apply(X)
-                T += _e1_image(bank.get(module_name(mod, 2)))
-                T *= 0.5
-                T += r1.apply(T)
-                T *= 0.25
-                T += bank.get(module_name(mod, 0)).apply(T)
-                T *= 0.5
-                S[a * B:z * B] = T
+                bank.get(module_name(mod, 1)).apply(X, out=Sg)
+                run_rows(_add_vector, len(Sg), Sg.size, Sg, _e1_image(bank.get(module_name(mod, 2))), 0.5)
+                Tg = T[:len(Sg)]
+                r1._apply_rows(Sg, None, Tg, 0.25)
+                bank.get(module_name(mod, 0))._apply_rows(Tg, None, Sg, 0.5)
         if lv.edges is None:
             continue
-        U = _merge(bank, S, lv.edges, W, B)                 # s_input of the internal objects
-        U += r2.apply(U)
-        U *= 0.25                                           # ½ · (I+R_2)/2 of the (attr, input) tuple
-        for m, idx, rows in lv.internal_groups(B):
-            Um = U[idx]
-            Um += bank.get(module_name(graph.modules[m], 0)).apply(Um)
-            Um *= 0.5                                       # (I+R_{M,0})/2
-            S[rows] += Um
-    overall = _merge(bank, S, plan.output_edges, W, B)
+        n = (len(lv.edges.ptr) - 1) * B
+        Ul, Tl = U[:n], T[:n]
+        _merge(bank, S, lv.edges, W, B, Ul, T)              # s_input of the internal objects
+        r2._apply_rows(Ul, None, Tl, 0.25)                  # ½ · (I+R_2)/2 of the (attr, input) tuple
+        jobs, off = [], 0                                   # (I+R_{M,0})/2, every module at once
+        for m, idx, rows, n_m in lv.internal_groups(B):
+            op = bank.get(module_name(graph.modules[m], 0))
+            jobs.append((op, Tl[idx], None, U[off:off + n_m], 0.5) if isinstance(idx, slice)
+                        else (op, Tl, idx, U[off:off + n_m], 0.5))
+            off += n_m
+        _apply_jobs(jobs)
+        off = 0
+        for m, idx, rows, n_m in lv.internal_groups(B):
+            rows = np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
+            run_rows(_add_rows, n_m, n_m * d, S, rows, U[off:off + n_m])
+            off += n_m
+    overall = np.empty((B, d))
+    _merge(bank, S, plan.output_edges, W, B, overall, T)
     return S, overall
 
 

@@ -197,3 +197,71 @@ def test_out_argument_fills_the_given_buffer_with_the_same_result(family, d, kw)
         op.apply(X, out=np.empty((3, d - 1)))
     with pytest.raises(ValueError, match="overlap"):
         op.apply_t(X, out=X)
+
+
+# ----------------------------------------------------------------------------- fast D sampler (issue 11)
+def _coin_cases():
+    """q values around which float(x)·2⁻⁵³ < q could disagree with an integer test."""
+    qs = [1.0, 0.5, 1 / 3, 0.1, 0.75, math.nextafter(1.0, 0.0), 2.0 ** -53, 2.0 ** -60, 5e-324, 3 * 2.0 ** -53,
+          math.nextafter(3 * 2.0 ** -53, 0.0), math.nextafter(3 * 2.0 ** -53, 1.0), 6 * 48 / 102000]
+    qs += [float(k) * 2.0 ** -53 for k in (1, 2, 7, 2 ** 20 + 1, 2 ** 52 - 1, 2 ** 52 + 1)]
+    rng = np.random.default_rng(5)
+    qs += list(rng.random(300)) + list(10.0 ** rng.uniform(-17, 0, 300))
+    return [q for q in qs if 0 < q <= 1]
+
+
+def test_coin_threshold_is_the_exact_integer_form_of_the_float_test():
+    """η = [float(x)·2⁻⁵³ < q] (x = u >> 11 < 2⁵³, the test of the pre-issue-11 sampler) equals
+    [x < coin_threshold(q)] for every x; checked around the threshold, at the ends and exactly
+    (Fraction) for the q values where rounding could matter."""
+    from fractions import Fraction
+
+    from sketchsim._matrix_kernels import coin_threshold
+
+    top = 2 ** 53
+    assert coin_threshold(1.0) == top and coin_threshold(2.0 ** -60) == 1 and coin_threshold(2.0 ** -53) == 1
+    for q in _coin_cases():
+        T = coin_threshold(q)
+        assert 1 <= T <= top
+        assert T == math.ceil(Fraction(q) * top)                  # exact: no rounding in q·2⁵³
+        for x in {0, 1, T - 2, T - 1, T, T + 1, top - 1}:
+            if 0 <= x < top:
+                assert (float(x) * (1.0 / 9007199254740992.0) < q) == (x < T), (q, x, T)
+
+
+@pytest.mark.parametrize("d,b,q,seed,name,digest", [
+    (4800, 60, 0.1, 3, "tuple/1", "dd6a73c2865ef734e39387be76b642c3686e6ee4fd151db8e1c2a43837ce9f54"),
+    (20400, 60, 6 * 60 / 20400, 11, "module/A/2", "c47d11518d0f45cc273c78c91e577c4e3c246991318913d88ede07dc69423c8b"),
+])
+def test_block_sparse_stream_unchanged_by_the_fast_sampler(d, b, q, seed, name, digest):
+    """SHA-256 of (col_ptr, blk_row, blk_sign) as the pre-issue-11 sampler drew them (a float coin per
+    block, two passes; its verbatim copy is in experiments/perf_blocksparse.py): every committed
+    block-sparse result depends on this stream."""
+    import hashlib
+
+    op = ss.MatrixBank(d, "block-sparse", seed, block_size=b, block_prob=q).get(name)
+    got = hashlib.sha256(op.col_ptr.tobytes() + op.blk_row.tobytes() + op.blk_sign.tobytes()).hexdigest()
+    assert got == digest
+
+
+def test_block_sparse_sampler_is_the_same_in_chunks_and_for_any_thread_count(monkeypatch):
+    import numba
+
+    from sketchsim.matrices import BlockSparseOperator
+
+    d, b, q = 4800, 60, 0.05
+    key = name_key(9, "tuple/3")
+    ref_op = BlockSparseOperator(d, b, q, key, "tuple/3")
+    nw = (d // b + 63) // 64
+    old = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            for budget in (8 * nw * 1, 8 * nw * 37, BlockSparseOperator.BITMAP_BYTES):
+                monkeypatch.setattr(BlockSparseOperator, "BITMAP_BYTES", budget)
+                op = BlockSparseOperator(d, b, q, key, "tuple/3")
+                np.testing.assert_array_equal(op.col_ptr, ref_op.col_ptr)
+                np.testing.assert_array_equal(op.blk_row, ref_op.blk_row)
+                np.testing.assert_array_equal(op.blk_sign, ref_op.blk_sign)
+    finally:
+        numba.set_num_threads(old)

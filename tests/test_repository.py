@@ -511,3 +511,13 @@ def test_approximate_query_without_faiss_is_a_clear_error(filled, monkeypatch):
 
 def test_kinds_constant():
     assert KINDS == ("overall", "object")
+
+
+def test_an_implicit_block_sparse_bank_is_recorded_and_rebuilt_as_implicit(tmp_path):
+    bank = MatrixBank(192, "block-sparse", 4, block_size=48, block_prob=0.5, storage="implicit")
+    path = str(tmp_path / "r.sketchrepo")
+    SketchRepository.create(path, bank).close()
+    with SketchRepository.open(path) as repo:
+        assert repo.bank.storage == "implicit"
+        x = np.random.default_rng(0).standard_normal(192)
+        np.testing.assert_array_equal(repo.bank.get("tuple/1").apply(x), bank.get("tuple/1").apply(x))

@@ -231,3 +231,145 @@ def test_same_seed_same_sketch(family):
     a = ss.sketch(g, make_bank(family, seed=4))
     np.testing.assert_array_equal(a, ss.sketch(g, make_bank(family, seed=4)))
     assert not np.array_equal(a, ss.sketch(g, make_bank(family, seed=5)))
+
+
+def test_hadamard_blocked_gather_sketch_matches_reference_and_thread_count(monkeypatch):
+    """d = 2^16 takes the blocked gather and the engine's fused (I+R)/2 factors: the sketch still
+    equals the object-by-object reference, and 1 and 2 threads give the same bits."""
+    import sketchsim._parallel
+
+    g = ss.random_network(depth=3, fan_in=(2, 3), share_prob=0.3, attr_dim=(3, 6), random_state=21)
+    bank = ss.MatrixBank(2 ** 16, "hadamard", 3)
+    ref_objects, ref_overall = ref.sketch_objects(g, lambda n, v: bank.get(n).apply(v), bank.d_sketch)
+    monkeypatch.setattr(sketchsim._parallel, "MIN_PARALLEL_WORK", 0)
+    old = numba.get_num_threads()
+    runs = []
+    try:
+        for n in (1, min(2, numba.config.NUMBA_NUM_THREADS), 1):
+            numba.set_num_threads(n)
+            runs.append(ss.sketch_objects(g, bank, return_overall=True))
+    finally:
+        numba.set_num_threads(old)
+    objects, overall = runs[0]
+    _assert_close(overall, ref_overall, "overall, d = 2^16")
+    for oid in g.ids:
+        _assert_close(objects[oid], ref_objects[oid], f"object {oid}, d = 2^16")
+    for objs, ov in runs[1:]:
+        np.testing.assert_array_equal(ov, overall)
+        for oid in g.ids:
+            np.testing.assert_array_equal(objs[oid], objects[oid])
+
+
+@pytest.mark.parametrize("family", list(FAMILY_BANKS))
+def test_results_do_not_depend_on_earlier_calls(family):
+    """The thread's reused workspace (arbitrary contents) and the bank's cached attribute maps leave
+    no trace: a sketch equals the same sketch on a fresh bank after unrelated calls, batched calls
+    (which build every map) and calls of other sizes; returned arrays are not the workspace."""
+    g = ss.random_network(depth=3, fan_in=(1, 4), share_prob=0.3, attr_dim=(2, 5), random_state=8)
+    other = ss.random_network(depth=2, fan_in=(3, 5), attr_dim=(1, 3), random_state=9)
+    fresh_objects, fresh = ss.sketch_objects(g, make_bank(family, seed=6), return_overall=True)
+    bank = make_bank(family, seed=6)
+    attrs, weights, out_w = ss.fixed_tree_values(g, 40, random_state=2)
+    ss.sketch_batch(g, bank, attrs, weights, out_w)
+    ss.sketch(other, bank)
+    ss.sketch(other, make_bank(family, seed=1, d=2 * bank.d_sketch))
+    objects, overall = ss.sketch_objects(g, bank, return_overall=True)
+    ss.sketch_batch(other, bank, *ss.fixed_tree_values(other, 3, random_state=0))   # overwrite the workspace
+    np.testing.assert_array_equal(overall, fresh)
+    for oid in g.ids:
+        np.testing.assert_array_equal(objects[oid], fresh_objects[oid])
+    from sketchsim.sketch import release_workspace
+
+    release_workspace()
+    np.testing.assert_array_equal(ss.sketch(g, bank), fresh)
+
+
+def test_attribute_map_budget_falls_back_to_the_direct_path(monkeypatch):
+    import importlib
+
+    mod = importlib.import_module("sketchsim.sketch")
+    g = ss.random_network(depth=2, fan_in=(2, 3), attr_dim=(2, 4), random_state=5)
+    bank = make_bank("gaussian", seed=3)
+    assert mod._use_attr_map(bank, "m", 4, 1, 10 ** 6)              # fits: always the map
+    monkeypatch.setattr(mod, "ATTR_MAP_TOTAL_BYTES", 0)
+    assert not mod._use_attr_map(bank, "m", 4, 1, 10 ** 6)          # over budget: pays off in this call?
+    assert mod._use_attr_map(bank, "m", 4, 5, 10 ** 6)
+    monkeypatch.setattr(mod, "ATTR_MAP_MAX_BYTES", 8 * bank.d_sketch * 4)
+    assert not mod._use_attr_map(bank, "m", 4, 100, 0)              # one map too large
+    _assert_close(ss.sketch(g, bank), ref.sketch_overall(g, dense_matvec(bank), bank.d_sketch), "direct path")
+
+
+def test_blocked_merge_kernel_is_the_edge_order_sum():
+    """d spanning several column blocks (and a partial one): the same additions, in input order from
+    0.0, as the literal sum; rows split across calls as the thread pool splits them."""
+    from sketchsim.sketch import MERGE_COLUMNS, _merge_inputs
+
+    rng = np.random.default_rng(1)
+    B, d = 2, 2 * MERGE_COLUMNS + 37
+    S = rng.standard_normal((6 * B, d))
+    Y = rng.standard_normal((5 * B, d))
+    ptr = np.array([0, 3, 4, 6])
+    child = np.array([5, 0, 2, 1, 3, 0])
+    yrow = np.array([4, 0, 1, 2, 3, 0])
+    w = rng.random((6, B))
+    out = np.full((3 * B, d), np.nan)
+    _merge_inputs(0, 1, out, S, Y, ptr, child, yrow, w, B)
+    _merge_inputs(1, 3 * B, out, S, Y, ptr, child, yrow, w, B)
+    for p in range(3):
+        for b in range(B):
+            literal = np.zeros(d)
+            for e in range(ptr[p], ptr[p + 1]):
+                literal = literal + 0.5 * w[e, b] * (S[child[e] * B + b] + Y[yrow[e] * B + b])
+            np.testing.assert_array_equal(out[p * B + b], literal)
+
+
+def test_apply_jobs_equals_one_job_at_a_time(monkeypatch):
+    """Several operators' rows spread over the threads give the same bits as each job alone, for 1
+    and 2 threads; operators without a row kernel (dense GEMM) run as usual."""
+    import sketchsim._parallel
+    from sketchsim.sketch import _apply_jobs
+
+    monkeypatch.setattr(sketchsim._parallel, "MIN_PARALLEL_WORK", 0)
+    d = 2 ** 12
+    had = ss.MatrixBank(d, "hadamard", 1)
+    dense = ss.MatrixBank(256, "gaussian", 1)
+    X = np.random.default_rng(0).standard_normal((7, d))
+    Xd = np.random.default_rng(1).standard_normal((3, 256))
+    specs = [(had.get("tuple/1"), X, np.array([0]), None), (had.get("tuple/2"), X, np.array([6, 2, 3]), 0.25),
+             (had.get("module/a/0"), X[2:5], None, 0.5), (dense.get("tuple/1"), Xd, np.array([2, 0]), 0.5),
+             (had.get("tuple/3"), X, np.array([1, 1]), None)]
+    expected = [op._apply_rows(Xs, rows, np.empty((len(Xs) if rows is None else len(rows), op.d)), plus)
+                for op, Xs, rows, plus in specs]
+    old = numba.get_num_threads()
+    try:
+        for n in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(n)
+            outs = [np.full_like(e, np.nan) for e in expected]
+            _apply_jobs([(op, Xs, rows, o, plus) for (op, Xs, rows, plus), o in zip(specs, outs)])
+            for o, e in zip(outs, expected):
+                np.testing.assert_array_equal(o, e)
+    finally:
+        numba.set_num_threads(old)
+
+
+def test_row_update_kernels_match_numpy():
+    from sketchsim.sketch import _add_rows, _add_vector
+
+    rng = np.random.default_rng(3)
+    S = rng.standard_normal((6, 40))
+    V = rng.standard_normal((3, 40))
+    rows = np.array([4, 0, 2])
+    expected = S.copy()
+    expected[rows] += V
+    got = S.copy()
+    _add_rows(0, 1, got, rows, V)
+    _add_rows(1, 3, got, rows, V)
+    np.testing.assert_array_equal(got, expected)
+    v = rng.standard_normal(40)
+    for c in (1.0, 0.5):
+        expected = S.copy()
+        expected += v
+        expected *= c
+        got = S.copy()
+        _add_vector(0, 6, got, v, c)
+        np.testing.assert_array_equal(got, expected)
