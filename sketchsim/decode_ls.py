@@ -50,7 +50,7 @@ from .graph import Graph
 from .matrices import MatrixBank, module_name, tuple_name
 from .sketch import ATTR_MAP_MAX_BYTES, _attr_map, _e1_image
 
-__all__ = ["attributes_ls", "joint_attributes", "design_matrix", "DENSE_MAX_BYTES"]
+__all__ = ["attributes_ls", "joint_attributes", "design_matrix", "design_adjoint", "DENSE_MAX_BYTES"]
 
 DENSE_MAX_BYTES = 4 * 2**30
 """``method="auto"`` forms P explicitly (d × Σ L_θ float64) up to this size, else uses LSQR."""
@@ -294,6 +294,53 @@ def design_matrix(graph, bank, object_ids=None):
     off = _offsets(objects, lengths)
     Pt = _propagate(graph, bank, _attribute_seeds(graph, bank, objects, lengths, off), int(off[-1]))
     return Pt, _s0(graph, bank), off
+
+
+def design_adjoint(graph, bank, U, object_ids=None):
+    """Pᵀ u for every row u of U without forming P: the adjoint of :func:`design_matrix` (THEORY.md §2.5).
+
+    Block θ of the result is P_θᵀ u, where P_θ (d × L_θ) is the exact map from x_θ to s_overall
+    (paper §3.3). One pass down the graph (parents first): per node and tuple position one
+    application of (I+R_i)ᵀ to the B rows, per object with inputs one of ½(I+R_{M,0})ᵀ and
+    ¼(I+R_2)ᵀ, and the cached attribute map A_Mᵀ as a product — the cost of decoding B sketches,
+    where :func:`design_matrix` pushes Σ L_θ columns up the graph. Use it when B < Σ L_θ, e.g. for
+    Kᵀ-rows of a linear decoder K (K P_θ = (P_θᵀKᵀ)ᵀ).
+
+    Parameters
+    ----------
+    graph : Graph
+        Structure and weights (attribute values are not read, only their lengths L_θ).
+    bank : MatrixBank
+    U : ndarray of shape (d,) or (B, d)
+        Rows u (finite).
+    object_ids : list of str, optional
+        Objects whose blocks to return (default: every object).
+
+    Returns
+    -------
+    dict of object id -> ndarray of shape (B, L_θ) (or (L_θ,) for U of shape (d,))
+    """
+    _check_bank_graph(bank, graph)
+    d = bank.d_sketch
+    arr = np.asarray(U, dtype=np.float64)
+    if arr.ndim not in (1, 2) or arr.shape[-1] != d:
+        raise ValueError(f"U must have shape ({d},) or (B, {d}) to match the bank's d_sketch; got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"U must be finite; got {float(arr[~np.isfinite(arr)].flat[0])!r}")
+    single = arr.ndim == 1
+    arr = np.ascontiguousarray(arr[None, :] if single else arr)
+    ids = list(graph.ids) if object_ids is None else list(object_ids)
+    objects = [graph._idx(o) for o in ids]
+    if len(set(objects)) != len(objects):
+        raise ValueError(f"object_ids must not repeat an object; got {ids!r}")
+    lengths = {o: len(graph.attributes[o]) for o in range(len(graph.ids))}
+    got = _adjoint(graph, bank, arr, objects, lengths)
+    out = {}
+    for oid, o in zip(ids, objects):
+        g = got.get(o)
+        g = np.zeros((arr.shape[0], lengths[o])) if g is None else g
+        out[oid] = g[0] if single else g
+    return out
 
 
 # --------------------------------------------------------------------------- solvers

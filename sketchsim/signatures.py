@@ -34,8 +34,8 @@ from ._rng import check_random_state
 from ._validation import check_int
 from .graph import Graph
 
-__all__ = ["SIG_LEN", "make_signatures", "with_signatures", "split_signature", "signature",
-           "match_signature", "top1_probability"]
+__all__ = ["SIG_LEN", "make_signatures", "signature_moments", "with_signatures", "split_signature",
+           "signature", "match_signature", "top1_probability"]
 
 SIG_LEN = 128
 """Default signature length k: 1/k = 0.008 leaves room for 10^5 candidates (√(2 ln 10^5)/√k ≈ 0.42
@@ -54,6 +54,35 @@ def make_signatures(n, sig_len=SIG_LEN, random_state=None):
     empty = B.sum(axis=1) == 0
     B[empty, 0] = 1.0
     return B / np.linalg.norm(B, axis=1, keepdims=True)
+
+
+def signature_moments(sig_len=SIG_LEN):
+    """(μ, C): mean and covariance of one code of :func:`make_signatures` (extension, THEORY.md §5).
+
+    σ = b/‖b‖ with independent fair bits b ∈ {0, 1}^k. Given the number of ones m = ‖b‖² ~
+    Binomial(k, ½): E[σ_j | m] = √m/k, E[σ_j² | m] = 1/k and E[σ_i σ_j | m] = (m − 1)/(k(k − 1))
+    (i ≠ j), so μ_j = E[√m]/k, E σ_j² = 1/k, E σ_iσ_j = E[m − 1]/(k(k − 1)). The all-zero draw
+    (probability 2^{−k}, replaced by e_1 in :func:`make_signatures`) is left out (m ≥ 1).
+
+    Parameters
+    ----------
+    sig_len : int
+        k ≥ 2.
+
+    Returns
+    -------
+    (ndarray of shape (k,), ndarray of shape (k, k))
+    """
+    from scipy.stats import binom
+
+    k = check_int("sig_len", sig_len, minimum=2)
+    m = np.arange(1, k + 1)
+    p = binom.pmf(m, k, 0.5)
+    p /= p.sum()
+    mu = float(np.sum(p * np.sqrt(m))) / k
+    second = np.full((k, k), float(np.sum(p * (m - 1))) / (k * (k - 1.0)))
+    np.fill_diagonal(second, 1.0 / k)
+    return np.full(k, mu), second - mu * mu
 
 
 def _check_sig(name, v, k=None):

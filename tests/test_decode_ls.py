@@ -164,6 +164,33 @@ def test_kernel_matches_literal_twin(fam, d):
                                rtol=1e-8, atol=1e-9)
 
 
+@pytest.mark.parametrize("fam,d", [("haar", 64), ("block-sparse", 96), ("hadamard", 64)])
+def test_design_adjoint_is_the_transpose_of_the_literal_design(fam, d):
+    # Pᵀu from one pass down the graph ≡ the literal dense P of the twin, transposed; on a DAG
+    # (shared objects: several paths per object) and for a subset of objects in any order.
+    kw = {"block_size": 48, "block_prob": 0.5} if fam == "block-sparse" else {}
+    g = random_network(depth=3, fan_in=(1, 3), modules_per_level=2, attr_dim=(2, 4), share_prob=0.5,
+                       random_state=5)
+    bank = MatrixBank(d, fam, 13, **kw)
+    P_ref, _, off = ref.ls_design_matrix(g, dense_of(bank, g), d)
+    U = np.random.default_rng(6).standard_normal((3, d))
+    got = DL.design_adjoint(g, bank, U)
+    for k, oid in enumerate(g.ids):
+        np.testing.assert_allclose(got[oid], U @ P_ref[:, off[k]:off[k + 1]], rtol=0,
+                                   atol=1e-13 * max(1.0, float(np.abs(P_ref).max())))
+    some = list(g.ids[::-2])
+    one = DL.design_adjoint(g, bank, U[1], object_ids=some)
+    assert list(one) == some
+    for oid in some:
+        np.testing.assert_array_equal(one[oid], DL.design_adjoint(g, bank, U[1:2])[oid][0])
+    with pytest.raises(ValueError, match=rf"U must have shape \({d},\) or \(B, {d}\).*got \(3, {d - 1}\)"):
+        DL.design_adjoint(g, bank, U[:, 1:])
+    with pytest.raises(ValueError, match="U must be finite; got nan"):
+        DL.design_adjoint(g, bank, np.full(d, np.nan))
+    with pytest.raises(ValueError, match="object_ids must not repeat an object"):
+        DL.design_adjoint(g, bank, U, object_ids=[g.ids[0], g.ids[0]])
+
+
 def test_above_d_is_the_minimum_norm_solution_and_not_exact():
     # Σ L_θ > d: underdetermined; LS returns the minimum-norm solution (= the twin's lstsq), which
     # reproduces the sketch but not the attributes.
