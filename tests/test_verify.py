@@ -171,7 +171,7 @@ def test_full_profile_refuses_a_dirty_tree_before_writing(tmp_path, monkeypatch)
     def no_sweep(*a, **k):
         raise AssertionError("nothing may run before the dirty-tree check")
 
-    monkeypatch.setattr(V, "run_sweep", no_sweep)
+    monkeypatch.setattr(V, "run_sweeps", no_sweep)
     monkeypatch.chdir(tmp_path)  # the default output dirs are relative: results/, paper_figs/
     with pytest.raises(ValueError, match=r"refuses a dirty tree.*--allow-dirty"):
         V.verify("full", experiments=EXP, quiet=True, out=quiet)

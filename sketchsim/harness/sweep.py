@@ -91,6 +91,17 @@ Executors
     pipe's other end is closed). The
     workers of a remote cluster must be able to import ``sketchsim`` and the experiment module
     (same code installed, or the same path on a shared file system).
+
+Several experiments on one pool (:func:`run_sweeps`, used by ``sketchsim verify`` and ``check``)
+    Every run of every experiment goes to one executor, started once: a worker imports the
+    studies and loads or compiles their Numba kernels once per call, not once per experiment.
+    With a parallel executor the workers first call the studies' distinct ``warm_up`` functions,
+    each worker in another order (on a cold cache they compile different kernels at once), then
+    the long runs are dispatched longest first (estimates: the ``time_s`` of the same run ids in
+    earlier merged tables) and the short ones experiment by experiment, so that no worker waits
+    for a long run at the end; each sweep is merged as soon as its last run is in, and a callback
+    may then queue more work on the same workers (``verify`` queues the study's figures).
+    Dispatch order never changes a result.
 """
 from __future__ import annotations
 
@@ -99,6 +110,7 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
+import heapq
 import importlib
 import importlib.util
 import itertools
@@ -137,6 +149,7 @@ __all__ = [
     "plan_runs",
     "Run",
     "run_sweep",
+    "run_sweeps",
     "merge",
     "read_results",
     "read_failures",
@@ -1530,6 +1543,138 @@ def run_sweep(experiment, profile="quick", grid_overrides=None, reps=None, seed=
         Any invalid argument (naming it, the rule and the value), or an unknown experiment.
     """
     t_start = time.perf_counter()
+    jobs, executor, scheduler, results_dir = _sweep_options(jobs, executor, scheduler, force,
+                                                             quiet, results_dir, seed)
+    sweep = _Sweep(experiment, profile, grid_overrides, reps, seed, force, jobs, executor,
+                   scheduler, results_dir, t_start)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(sweep.tasks), desc=sweep.name, unit="run",
+               disable=quiet or not _stderr_is_tty(), leave=False)
+    sweep.recorder.bar = bar
+    pool = _Pool(executor, jobs, scheduler)
+    try:
+        sweep.submit(pool, _estimated_costs(sweep, [results_dir]) if pool.parallel else None)
+        pool.run()
+    finally:
+        bar.close()
+    return sweep.finish(time.perf_counter())
+
+
+def run_sweeps(experiments, profile="quick", seed=0, force=False, jobs=1, executor=None,
+               scheduler=None, results_dir="results", quiet=False, on_done=None, hint_dirs=(),
+               finish_first=None):
+    """Run (or resume) the sweeps of several experiments on **one** pool of workers.
+
+    Every run of every experiment is planned first (exactly as :func:`run_sweep` plans one sweep:
+    same run ids, seeds, shards, failures, manifests and merged tables), then all of them go to a
+    single executor: the ``processes`` pool or Dask cluster is started once, so each worker imports
+    the studies and loads or compiles their Numba kernels once for the whole call instead of once
+    per experiment. With a parallel executor (see :func:`_dispatch_priorities`):
+
+    * each worker first warms the experiments' distinct ``warm_up`` functions, every worker in
+      another (rotated) order, so that on a cold Numba cache the workers compile different
+      kernels at the same time and load the others' from the cache (:func:`_warm_worker`);
+    * the long runs go first, longest first (estimated from the ``time_s`` of the same run ids
+      in earlier merged tables, :func:`_estimated_costs`), then the short ones experiment by
+      experiment, those with the largest ``finish_first`` weight first: no worker waits for a
+      long run at the end, and the experiments whose follow-up work (``on_done``) is largest
+      finish early, so that it overlaps the remaining runs.
+
+    The order never changes a result (a run depends only on its seed). ``serial`` runs them in
+    the order of ``experiments``, each in grid order, as consecutive :func:`run_sweep` calls
+    would.
+
+    An experiment's sweep is merged (``<NAME>.csv``, its manifest) the moment its last run
+    arrives; ``on_done(summary, pool)`` is then called in this process, and may queue more work on
+    the same workers with ``pool.add(fn, arg, on_result, on_error, priority)`` (``verify`` draws
+    the study's figures that way while the other sweeps go on).
+
+    Parameters
+    ----------
+    experiments : list of str or module
+        See :func:`load_experiment`; the same module given twice runs once. Two different
+        modules with one ``NAME`` are refused (they would write the same results).
+    profile, seed, force, jobs, executor, scheduler, results_dir, quiet
+        As in :func:`run_sweep` (every experiment runs its own ``profile`` grid, no overrides).
+    on_done : callable, optional
+        ``on_done(summary, pool)``, see above.
+    hint_dirs : list of paths
+        Further folders whose merged tables ``<NAME>.csv`` give run times for the longest-first
+        order (``results_dir`` is always searched first).
+    finish_first : dict, optional
+        ``{NAME: weight}``: among the short runs, experiments of larger weight are dispatched
+        first (default: all equal, in the order of ``experiments``).
+
+    Returns
+    -------
+    dict
+        ``{NAME: SweepSummary}`` in the order of ``experiments``. ``wall_time_s`` of a summary is
+        the time from the dispatch of its first run to the arrival of its last one (sweeps
+        overlap, so these do not add up to the call's wall time).
+
+    Raises
+    ------
+    ValueError
+        As :func:`run_sweep`, and for ``experiments`` that is not a nonempty list.
+    """
+    jobs, executor, scheduler, results_dir = _sweep_options(jobs, executor, scheduler, force,
+                                                             quiet, results_dir, seed)
+    if isinstance(experiments, (str, types.ModuleType)) or not isinstance(experiments,
+                                                                            (list, tuple)) \
+            or not experiments:
+        raise ValueError(f"experiments must be a nonempty list of experiment names or modules; "
+                         f"got {experiments!r}")
+    if on_done is not None and not callable(on_done):
+        raise ValueError(f"on_done must be callable or None; got {on_done!r}")
+    mods, names = [], {}
+    for exp in experiments:
+        mod = load_experiment(exp)
+        seen = names.get(mod.NAME)
+        if seen is mod:
+            continue
+        if seen is not None:
+            raise ValueError(f"experiments must have distinct NAMEs (each names its results "
+                             f"folder); modules {seen.__name__!r} and {mod.__name__!r} are both "
+                             f"{mod.NAME!r}")
+        names[mod.NAME] = mod
+        mods.append(mod)
+    sweeps = [_Sweep(mod, profile, None, None, seed, force, jobs, executor, scheduler,
+                     results_dir, time.perf_counter()) for mod in mods]
+    from tqdm import tqdm
+
+    bar = tqdm(total=sum(len(s.tasks) for s in sweeps), desc="sweeps", unit="run",
+               disable=quiet or not _stderr_is_tty(), leave=False)
+    pool = _Pool(executor, jobs, scheduler)
+    summaries = {}
+
+    def finished(sweep):
+        summary = summaries[sweep.name] = sweep.finish(time.perf_counter(), from_first=True)
+        if on_done is not None:
+            on_done(summary, pool)
+
+    hints = [results_dir, *[Path(d) for d in hint_dirs]]
+    running = [sweep for sweep in sweeps if sweep.tasks]
+    prio = (_dispatch_priorities(running, {sw.name: _estimated_costs(sw, hints) for sw in running},
+                                 finish_first or {}, jobs) if pool.parallel else {})
+    try:
+        if pool.parallel:
+            _queue_warm_ups(pool, running, jobs)
+        for sweep in sweeps:
+            sweep.recorder.bar = bar
+            if sweep.tasks:
+                sweep.submit(pool, prio.get(sweep.name), on_done=finished)
+            else:  # every run finished (or skipped) before: merged at once
+                finished(sweep)
+        pool.run()
+    finally:
+        bar.close()
+    return {sweep.name: summaries[sweep.name] for sweep in sweeps}
+
+
+def _sweep_options(jobs, executor, scheduler, force, quiet, results_dir, seed):
+    """Validated ``(jobs, executor, scheduler, results_dir)`` of :func:`run_sweep` and
+    :func:`run_sweeps` (ValueError naming the argument, the rule and the value)."""
     if jobs is None or isinstance(jobs, bool) or not isinstance(jobs, numbers.Integral) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1; got {jobs!r}")
     jobs = int(jobs)
@@ -1550,85 +1695,214 @@ def run_sweep(experiment, profile="quick", grid_overrides=None, reps=None, seed=
     if executor == "dask" and importlib.util.find_spec("distributed") is None:
         raise ValueError("executor='dask' needs the optional package 'distributed': "
                          "pip install 'sketchsim[distributed]'")
-    mod = load_experiment(experiment)
-    runs = plan_runs(mod, profile, grid_overrides, reps, seed)
+    return jobs, executor, scheduler, results_dir
 
-    name = mod.NAME
-    exp_dir = results_dir / name
-    shards_dir = exp_dir / "shards"
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    for folder in (results_dir, exp_dir, exp_dir / "sweeps", shards_dir):
-        remove_stale_temps(folder)  # left by killed writers; a live sweep's files are kept
-    failures = _FailureLog(exp_dir / "failures.csv")
-    failures.update(resolved=[rid for rid in failures.rows  # finished since it was recorded
-                              if _shard_finished(shards_dir / f"{rid}{_SHARD_EXT}", name)])
 
-    skip_reasons, todo, kept, cached = {}, [], [], 0
-    skip_fn = getattr(mod, "skip", None)
-    for run in runs:
-        if skip_fn is not None:
-            res = skip_fn(dict(run.params))
-            flag, reason = (tuple(res) + ("",))[:2] if isinstance(res, (tuple, list)) else (res, "")
-            if flag:
-                reason = str(reason) if reason else "skip() returned True"
-                skip_reasons[reason] = skip_reasons.get(reason, 0) + 1
+class _Sweep:
+    """One experiment's sweep, from its plan (the constructor: runs, skips, finished shards,
+    resolved failures, the tasks still to run) through its results (:attr:`recorder`) to its merged
+    table and manifest (:meth:`finish`)."""
+
+    def __init__(self, experiment, profile, grid_overrides, reps, seed, force, jobs, executor,
+                 scheduler, results_dir, t_start):
+        mod = load_experiment(experiment)
+        runs = plan_runs(mod, profile, grid_overrides, reps, seed)
+
+        name = mod.NAME
+        exp_dir = results_dir / name
+        shards_dir = exp_dir / "shards"
+        shards_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (results_dir, exp_dir, exp_dir / "sweeps", shards_dir):
+            remove_stale_temps(folder)  # left by killed writers; a live sweep's files are kept
+        failures = _FailureLog(exp_dir / "failures.csv")
+        failures.update(resolved=[rid for rid in failures.rows  # finished since it was recorded
+                                  if _shard_finished(shards_dir / f"{rid}{_SHARD_EXT}", name)])
+
+        skip_reasons, todo, kept, cached = {}, [], [], 0
+        skip_fn = getattr(mod, "skip", None)
+        for run in runs:
+            if skip_fn is not None:
+                res = skip_fn(dict(run.params))
+                flag, reason = (tuple(res) + ("",))[:2] if isinstance(res, (tuple, list)) \
+                    else (res, "")
+                if flag:
+                    reason = str(reason) if reason else "skip() returned True"
+                    skip_reasons[reason] = skip_reasons.get(reason, 0) + 1
+                    continue
+            kept.append(run)
+            if not force and _shard_finished(shards_dir / f"{run.run_id}{_SHARD_EXT}", name):
+                cached += 1
                 continue
-        kept.append(run)
-        if not force and _shard_finished(shards_dir / f"{run.run_id}{_SHARD_EXT}", name):
-            cached += 1
+            todo.append(run)
+
+        modname, modfile = _module_ref(mod)
+        commit, dirty = _git_info(modfile or Path(__file__).resolve().parent)
+        parent_prov = {"executor": executor, "jobs": jobs if scheduler is None else "",
+                       "git_commit": commit, "git_dirty": dirty}
+        self.tasks = [{"module": modname, "file": modfile, "run_id": run.run_id,
+                       "params": run.params, "rep": run.rep, "seed": run.seed,
+                       "pin": executor != "serial"} for run in todo]
+        self.mod, self.name, self.profile, self.runs, self.kept = mod, name, profile, runs, kept
+        self.todo, self.cached, self.skip_reasons = todo, cached, skip_reasons
+        self.exp_dir, self.shards_dir, self.results_dir = exp_dir, shards_dir, results_dir
+        self.executor, self.jobs, self.scheduler = executor, jobs, scheduler
+        self.args = {"grid_overrides": grid_overrides, "reps": reps, "seed": int(seed),
+                     "force": force}
+        self.modname, self.commit = modname, commit
+        self.recorder = _Recorder(name, shards_dir, failures, parent_prov, todo, force, None)
+        self.t_start = t_start
+        self.t_first = None  # dispatch of the first run (run_sweeps)
+        self.remaining = len(self.tasks)
+        self._on_done = None
+
+    def submit(self, pool, costs=None, on_done=None):
+        """Queue every task on ``pool`` (priority ``costs[run_id]``, e.g. estimated seconds;
+        default 0: grid order); ``on_done(self)`` is called when the last result has been
+        recorded."""
+        self._on_done = on_done
+        for task in self.tasks:
+            rid = task["run_id"]
+            pool.add(_execute, task, self._result,
+                     lambda exc, tb=None, rid=rid: self._result(_failure_result(rid, exc, tb=tb)),
+                     priority=0.0 if costs is None else costs[rid], on_start=self._started,
+                     label=f"run-{rid}")
+
+    def _started(self):
+        if self.t_first is None:
+            self.t_first = time.perf_counter()
+
+    def _result(self, res):
+        self.recorder(res)
+        self.remaining -= 1
+        if self.remaining == 0 and self._on_done is not None:
+            self._on_done(self)
+
+    def finish(self, t_end, from_first=False):
+        """Merge this sweep's rows into ``<NAME>.csv``, write its manifests; the summary.
+
+        Its ``wall_time_s`` ends at ``t_end`` and starts at ``t_start`` (the call of
+        :func:`run_sweep`, or the plan), or with ``from_first`` at the dispatch of its first run.
+        """
+        name, exp_dir = self.name, self.exp_dir
+        df = merge(self.mod, self.results_dir, run_ids=[r.run_id for r in self.kept])
+        t0 = self.t_first if from_first and self.t_first is not None else self.t_start
+        summary = SweepSummary(
+            experiment=name, profile=self.profile, n_runs=len(self.runs),
+            done=self.recorder.done, cached=self.cached, skipped=sum(self.skip_reasons.values()),
+            failed=len(self.recorder.failures),
+            merged_path=self.results_dir / f"{name}.csv" if len(df) else None,
+            shards_dir=self.shards_dir, failures_path=exp_dir / "failures.csv",
+            executor=self.executor, jobs=self.jobs, wall_time_s=max(0.0, t_end - t0),
+            skip_reasons=self.skip_reasons, failures=self.recorder.failures)
+        manifest = {"experiment": name, "module": self.modname, "profile": self.profile,
+                    "grid_overrides": self.args["grid_overrides"], "reps": self.args["reps"],
+                    "seed": self.args["seed"], "force": self.args["force"],
+                    "scheduler": self.scheduler,
+                    **{k: v for k, v in summary.to_dict().items()
+                       if k not in ("failures", "experiment", "profile", "manifest_path")},
+                    "utc_time": _utc_now(), "git_commit": self.commit, "pid": os.getpid()}
+        manifest = json.loads(json.dumps(manifest, default=str))
+        # one file per sweep, never overwritten (concurrent sweeps keep both), then the latest
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        summary.manifest_path = (exp_dir / "sweeps"
+                                 / f"{stamp}-{os.getpid()}-{os.urandom(4).hex()}.json")
+        _write_json_atomic(summary.manifest_path, manifest)
+        _write_json_atomic(exp_dir / "last_sweep.json", manifest)
+        return summary
+
+
+LONG_RUN_FRACTION = 1 / 40
+"""A run is *long* (dispatched first, longest first) when its estimated time is at least this
+fraction of a worker's share of all the runs' estimated time (:func:`_dispatch_priorities`)."""
+
+
+def _dispatch_priorities(sweeps, costs, weights, jobs):
+    """{NAME: {run_id: priority}} of the runs of ``sweeps`` (higher is dispatched first).
+
+    ``costs`` = {NAME: {run_id: estimated seconds}}. Long runs (estimate >= LONG_RUN_FRACTION of
+    the total estimate / ``jobs``) come first, longest first; the short ones follow grouped by
+    experiment, in decreasing ``weights[NAME]`` (ties: the order of ``sweeps``), longest first
+    within an experiment. So the last runs of the call are short (little imbalance between the
+    workers at the end) and an experiment of large weight finishes early.
+    """
+    values = [c for d in costs.values() for c in d.values()]
+    if not values:
+        return {}
+    tau = LONG_RUN_FRACTION * sum(values) / max(1, int(jobs))
+    big = 2.0 * max(values) + 1.0
+    order = sorted(range(len(sweeps)), key=lambda i: (-float(weights.get(sweeps[i].name, 0.0)), i))
+    rank = {sweeps[i].name: len(order) - k for k, i in enumerate(order)}
+    return {name: {rid: (len(order) + 1 if c >= tau else rank[name]) * big + c
+                   for rid, c in d.items()} for name, d in costs.items()}
+
+
+def _queue_warm_ups(pool, sweeps, jobs):
+    """Queue ``jobs`` warm-up items, ahead of every run, each warming the distinct ``warm_up``
+    functions of ``sweeps`` in a rotated order (:func:`_warm_worker`). Nothing when there are fewer
+    than two distinct ``warm_up`` functions or one worker: each run's process then warms its
+    module as before (:func:`_execute`)."""
+    groups = {}
+    for sweep in sweeps:
+        fn = getattr(sweep.mod, "warm_up", None)
+        if callable(fn):
+            groups.setdefault(id(fn), []).append(_module_ref(sweep.mod))
+    units = list(groups.values())
+    if len(units) < 2 or jobs < 2:
+        return
+    for k in range(jobs):
+        start = (k * len(units)) // jobs
+        pool.add(_warm_worker, {"units": units[start:] + units[:start]}, lambda res: None,
+                 lambda exc, tb=None: None, priority=math.inf, label=f"warm-up-{k}")
+
+
+def _warm_worker(task):
+    """Pool item: call each unit's ``warm_up`` (a unit = the modules sharing one ``warm_up``
+    function) in the given order and mark those modules warmed in this process, so that their
+    runs here do not call it again. A ``warm_up`` that raises is left to the runs (they record
+    the error as their failure)."""
+    _pin_threads()
+    for unit in task["units"]:
+        try:
+            mods = [_resolve_module(name, file) for name, file in unit]
+        except Exception:
             continue
-        todo.append(run)
+        keys = [(m.__name__, getattr(m, "__file__", None)) for m in mods]
+        if all(k in _WARMED for k in keys):
+            continue
+        try:
+            mods[0].warm_up()
+        except Exception:
+            continue
+        _WARMED.update(k for k, m in zip(keys, mods) if m.warm_up is mods[0].warm_up)
 
-    modname, modfile = _module_ref(mod)
-    commit, dirty = _git_info(modfile or Path(__file__).resolve().parent)
-    parent_prov = {"executor": executor, "jobs": jobs if scheduler is None else "",
-                   "git_commit": commit, "git_dirty": dirty}
-    tasks = [{"module": modname, "file": modfile, "run_id": run.run_id, "params": run.params,
-              "rep": run.rep, "seed": run.seed, "pin": executor != "serial"} for run in todo]
 
-    from tqdm import tqdm
+def _estimated_costs(sweep, dirs):
+    """{run_id: estimated seconds} of a sweep's tasks, for the longest-first order.
 
-    bar = tqdm(total=len(todo), desc=name, unit="run", disable=quiet or not _stderr_is_tty(),
-               leave=False)
-    recorder = _Recorder(name, shards_dir, failures, parent_prov, todo, force, bar)
-    try:
-        if tasks:
-            if executor == "serial":
-                # BLAS pinned to one thread as in the workers, so that serial and parallel sweeps
-                # give bit-identical results (a product's rounding may depend on BLAS threads)
-                from threadpoolctl import threadpool_limits
+    A run's estimate is its ``time_s`` in the first merged table ``<dir>/<NAME>.csv`` of ``dirs``
+    that holds its run id (an earlier sweep of the same run: resumed, forced, or the committed
+    full-profile table, which shares the run ids of the grid points a quick profile repeats);
+    otherwise the median of the experiment's known times; 1 s when none is known. Only the order
+    of dispatch depends on it, never a result.
+    """
+    import csv
 
-                with threadpool_limits(limits=1):
-                    for task in tasks:
-                        recorder(_execute(task))
-            elif executor == "processes":
-                _run_processes(tasks, recorder, jobs)
-            else:
-                _run_dask(tasks, recorder, jobs, scheduler)
-    finally:
-        bar.close()
-
-    df = merge(mod, results_dir, run_ids=[r.run_id for r in kept])
-    summary = SweepSummary(
-        experiment=name, profile=profile, n_runs=len(runs), done=recorder.done, cached=cached,
-        skipped=sum(skip_reasons.values()), failed=len(recorder.failures),
-        merged_path=results_dir / f"{name}.csv" if len(df) else None, shards_dir=shards_dir,
-        failures_path=exp_dir / "failures.csv", executor=executor, jobs=jobs,
-        wall_time_s=time.perf_counter() - t_start, skip_reasons=skip_reasons,
-        failures=recorder.failures)
-    manifest = {"experiment": name, "module": modname, "profile": profile,
-                "grid_overrides": grid_overrides, "reps": reps, "seed": int(seed), "force": force,
-                "scheduler": scheduler,
-                **{k: v for k, v in summary.to_dict().items()
-                   if k not in ("failures", "experiment", "profile", "manifest_path")},
-                "utc_time": _utc_now(), "git_commit": commit, "pid": os.getpid()}
-    manifest = json.loads(json.dumps(manifest, default=str))
-    # one file per sweep, never overwritten (concurrent sweeps keep both), then the latest
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    summary.manifest_path = exp_dir / "sweeps" / f"{stamp}-{os.getpid()}-{os.urandom(4).hex()}.json"
-    _write_json_atomic(summary.manifest_path, manifest)
-    _write_json_atomic(exp_dir / "last_sweep.json", manifest)
-    return summary
+    known = {}
+    for d in reversed([Path(x) for x in dirs]):  # earlier folders win
+        path = d / f"{sweep.name}.csv"
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    try:
+                        t = float(row.get("time_s") or "nan")
+                    except ValueError:
+                        continue
+                    if row.get("run_id") and math.isfinite(t) and t >= 0:
+                        known[row["run_id"]] = t
+        except (OSError, ValueError, csv.Error):
+            continue
+    fallback = float(np.median(list(known.values()))) if known else 1.0
+    return {t["run_id"]: known.get(t["run_id"], fallback) for t in sweep.tasks}
 
 
 class _Recorder:
@@ -1677,8 +1951,10 @@ class _Recorder:
                                   "rep": run.rep, "seed": run.seed,
                                   "error_type": res["error_type"],
                                   "error_message": res["error_message"]})
-            self.bar.set_postfix(failed=len(self.failures))
-        self.bar.update(1)
+            if self.bar is not None:
+                self.bar.set_postfix(failed=len(self.failures))
+        if self.bar is not None:
+            self.bar.update(1)
 
 
 def _stderr_is_tty():
@@ -1692,124 +1968,206 @@ def _stderr_is_tty():
 _MAX_BARREN_RESTARTS = 3
 
 
-def _run_processes(tasks, handle, jobs):
-    """Spawned worker processes, at most 2·jobs tasks in flight.
+class _Item:
+    """One unit of work of a :class:`_Pool`: ``fn(arg)`` in a worker, then ``on_result(result)``
+    or ``on_error(exception, tb=None)`` in this process."""
 
-    A crashed worker (segfault, out-of-memory kill) breaks the pool: the runs then in flight are
-    recorded as failed (``BrokenProcessPool``) and a new pool takes the rest. When pools keep
-    breaking without finishing a single run (workers dying at start-up, e.g. a script that calls
-    :func:`run_sweep` without an ``if __name__ == "__main__":`` guard), raise RuntimeError.
+    __slots__ = ("fn", "arg", "on_result", "on_error", "on_start", "label")
 
-    The workers end when this process ends, even by SIGKILL (:func:`_exit_with_parent`, run by
-    their initializer), so a killed sweep leaves no worker computing for nobody.
+    def __init__(self, fn, arg, on_result, on_error, on_start=None, label="task"):
+        self.fn, self.arg, self.on_result, self.on_error = fn, arg, on_result, on_error
+        self.on_start, self.label = on_start, label
+
+    def started(self):
+        if self.on_start is not None:
+            self.on_start()
+
+
+class _Pool:
+    """Work items on one executor for the whole of a call (one sweep, or every sweep of
+    :func:`run_sweeps`): ``serial`` (this process, BLAS pinned to one thread), ``processes`` (one
+    pool of spawned single-threaded workers, see :meth:`_run_processes`) or ``dask`` (one
+    LocalCluster or one connection to ``scheduler``, see :meth:`_run_dask`).
+
+    Items run highest ``priority`` first, first-added first among equals, with at most two per
+    worker in flight; their callbacks run in this process as results arrive and may add further
+    items, which :meth:`run` also runs before it returns. ``fn`` must be importable by the workers
+    (a module-level function), ``arg`` picklable.
     """
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
 
-    ctx = multiprocessing.get_context("spawn")
-    queue = list(reversed(tasks))
-    window = 2 * jobs
-    barren = 0  # consecutive broken pools that finished no run
-    while queue:
-        ex = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(os.getpid(),))
-        pending, broken, finished = {}, False, 0
-        try:
-            while (queue or pending) and not broken:
-                while queue and len(pending) < window:
-                    task = queue.pop()
-                    try:
-                        pending[ex.submit(_execute, task)] = task
-                    except BrokenProcessPool:
-                        queue.append(task)
-                        broken = True
-                        break
-                if not pending:
-                    break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    task = pending.pop(fut)
-                    try:
-                        res = fut.result()
-                        finished += 1
-                    except BrokenProcessPool as exc:
-                        broken = True
-                        res = _failure_result(task["run_id"], exc, tb=(
-                            "a worker process died abruptly (crash or out of memory) while this "
-                            "run was in flight"))
-                    except Exception as exc:  # e.g. a result that cannot be pickled
-                        res = _failure_result(task["run_id"], exc)
-                    handle(res)
-            for fut, task in pending.items():  # only left when the pool broke
-                try:
-                    res = fut.result()
-                except Exception as exc:
-                    res = _failure_result(task["run_id"], exc)
-                handle(res)
-        except BaseException:
-            ex.shutdown(wait=False, cancel_futures=True)
-            raise
-        ex.shutdown(wait=True)
-        barren = barren + 1 if broken and not finished else 0
-        if barren >= _MAX_BARREN_RESTARTS and queue:
-            raise RuntimeError(
-                f"worker processes of the 'processes' executor died {barren} times in a row "
-                f"without finishing a run; {len(queue)} runs were not attempted. If run_sweep is "
-                "called from a script, put the call under `if __name__ == \"__main__\":` "
-                "(the spawn start method re-imports the main module)")
+    def __init__(self, executor, jobs, scheduler=None):
+        self.executor, self.jobs, self.scheduler = executor, int(jobs), scheduler
+        self._heap = []
+        self._seq = itertools.count()
 
+    @property
+    def parallel(self):
+        """True when items run in other processes (not ``serial``)."""
+        return self.executor != "serial"
 
-def _run_dask(tasks, handle, jobs, scheduler):
-    """Tasks on a Dask cluster (a LocalCluster started here, or ``scheduler``); results are
-    returned to this process, which writes the shards."""
-    import logging
+    def add(self, fn, arg, on_result, on_error, priority=0.0, on_start=None, label="task"):
+        """Queue ``fn(arg)``; ``on_start()`` is called when it is dispatched."""
+        self._push((-float(priority), next(self._seq), _Item(fn, arg, on_result, on_error,
+                                                            on_start, label)))
 
-    from distributed import Client, LocalCluster, as_completed
+    def _push(self, entry):
+        heapq.heappush(self._heap, entry)
 
-    cluster = None
-    try:
-        if scheduler is None:
-            cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR,
-                                   env=dict(_PIN_ENV))
-            client = Client(cluster, set_as_default=False)
+    def _pop(self):
+        return heapq.heappop(self._heap)
+
+    def run(self):
+        """Run every queued item (and those their callbacks add); return when none is left."""
+        if not self._heap:
+            return
+        if self.executor == "serial":
+            self._run_serial()
+        elif self.executor == "processes":
+            self._run_processes()
         else:
-            try:
-                client = Client(scheduler, set_as_default=False, timeout="20s")
-            except (OSError, TimeoutError) as exc:
-                raise OSError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") \
-                    from exc
-        with client:
-            nthreads = sum(client.nthreads().values()) or jobs
-            window = max(2, 2 * nthreads)
-            queue = list(reversed(tasks))
-            by_key = {}
+            self._run_dask()
 
-            def submit():
-                task = queue.pop()
-                fut = client.submit(_execute, task, pure=False,
-                                    key=f"sketchsim-run-{task['run_id']}-{os.urandom(4).hex()}")
-                by_key[fut.key] = task
-                return fut
+    def _run_serial(self):
+        # BLAS pinned to one thread as in the workers, so that serial and parallel sweeps give
+        # bit-identical results (a product's rounding may depend on BLAS threads)
+        from threadpoolctl import threadpool_limits
 
-            initial = [submit() for _ in range(min(window, len(queue)))]
-            ac = as_completed(initial, loop=client.loop)
+        with threadpool_limits(limits=1):
+            while self._heap:
+                item = self._pop()[2]
+                item.started()
+                try:
+                    res = item.fn(item.arg)
+                except Exception as exc:
+                    item.on_error(exc)
+                    continue
+                item.on_result(res)
+
+    def _run_processes(self):
+        """Spawned worker processes (one pool for every item), at most 2·jobs items in flight.
+
+        A crashed worker (segfault, out-of-memory kill) breaks the pool: the items then in flight
+        fail (``BrokenProcessPool``) and a new pool takes the rest. When pools keep breaking
+        without finishing a single item (workers dying at start-up, e.g. a script that calls
+        :func:`run_sweep` without an ``if __name__ == "__main__":`` guard), raise RuntimeError.
+
+        The workers end when this process ends, even by SIGKILL (:func:`_exit_with_parent`, run
+        by their initializer), so a killed sweep leaves no worker computing for nobody.
+        """
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        ctx = multiprocessing.get_context("spawn")
+        window = 2 * self.jobs
+        barren = 0  # consecutive broken pools that finished no item
+        while self._heap:
+            ex = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx,
+                                     initializer=_init_worker, initargs=(os.getpid(),))
+            pending, broken, finished = {}, False, 0
             try:
-                for fut in ac:
-                    task = by_key.pop(fut.key)
+                while (self._heap or pending) and not broken:
+                    while self._heap and len(pending) < window:
+                        entry = self._pop()
+                        item = entry[2]
+                        try:
+                            fut = ex.submit(item.fn, item.arg)
+                        except BrokenProcessPool:
+                            self._push(entry)
+                            broken = True
+                            break
+                        item.started()
+                        pending[fut] = item
+                    if not pending:
+                        break
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        item = pending.pop(fut)
+                        try:
+                            res = fut.result()
+                            finished += 1
+                        except BrokenProcessPool as exc:
+                            broken = True
+                            item.on_error(exc, tb=(
+                                f"a worker process died abruptly (crash or out of memory) while "
+                                f"this {'run' if item.fn is _execute else 'task'} was in flight"))
+                            continue
+                        except Exception as exc:  # e.g. a result that cannot be pickled
+                            item.on_error(exc)
+                            continue
+                        item.on_result(res)
+                for fut, item in pending.items():  # only left when the pool broke
                     try:
                         res = fut.result()
-                    except Exception as exc:  # a killed worker, a lost connection, ...
-                        res = _failure_result(task["run_id"], exc)
-                    fut.release()
-                    handle(res)
-                    if queue:
-                        ac.add(submit())
-            finally:  # interrupted: do not leave our runs busy on a shared cluster
-                leftover = list(ac.futures)
-                if leftover:
-                    client.cancel(leftover)
-    finally:
-        if cluster is not None:
-            cluster.close()
+                    except Exception as exc:
+                        item.on_error(exc)
+                        continue
+                    item.on_result(res)
+            except BaseException:
+                ex.shutdown(wait=False, cancel_futures=True)
+                raise
+            ex.shutdown(wait=True)
+            barren = barren + 1 if broken and not finished else 0
+            if barren >= _MAX_BARREN_RESTARTS and self._heap:
+                raise RuntimeError(
+                    f"worker processes of the 'processes' executor died {barren} times in a row "
+                    f"without finishing a run; {len(self._heap)} runs were not attempted. If "
+                    "run_sweep is called from a script, put the call under `if __name__ == "
+                    "\"__main__\":` (the spawn start method re-imports the main module)")
+
+    def _run_dask(self):
+        """Items on a Dask cluster (a LocalCluster started here, or ``scheduler``), at most two
+        per worker thread in flight; results come back to this process, which writes the
+        shards."""
+        import logging
+
+        from distributed import Client, LocalCluster, as_completed
+
+        cluster = None
+        try:
+            if self.scheduler is None:
+                cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=logging.ERROR,
+                                       env=dict(_PIN_ENV))
+                client = Client(cluster, set_as_default=False)
+            else:
+                try:
+                    client = Client(self.scheduler, set_as_default=False, timeout="20s")
+                except (OSError, TimeoutError) as exc:
+                    raise OSError(f"cannot connect to the Dask scheduler at {self.scheduler}: "
+                                  f"{exc}") from exc
+            with client:
+                nthreads = sum(client.nthreads().values()) or self.jobs
+                window = max(2, 2 * nthreads)
+                by_key = {}
+
+                def submit():
+                    item = self._pop()[2]
+                    fut = client.submit(item.fn, item.arg, pure=False,
+                                        key=f"sketchsim-{item.label}-{os.urandom(4).hex()}")
+                    item.started()
+                    by_key[fut.key] = item
+                    return fut
+
+                initial = [submit() for _ in range(min(window, len(self._heap)))]
+                ac = as_completed(initial, loop=client.loop)
+                try:
+                    for fut in ac:
+                        item = by_key.pop(fut.key)
+                        try:
+                            res = fut.result()
+                        except Exception as exc:  # a killed worker, a lost connection, ...
+                            fut.release()
+                            item.on_error(exc)
+                        else:
+                            fut.release()
+                            item.on_result(res)
+                        while self._heap and len(by_key) < window:
+                            ac.add(submit())
+                finally:  # interrupted: do not leave our work busy on a shared cluster
+                    leftover = list(ac.futures)
+                    if leftover:
+                        client.cancel(leftover)
+        finally:
+            if cluster is not None:
+                cluster.close()

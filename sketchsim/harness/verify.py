@@ -38,7 +38,9 @@ import numpy as np
 
 from .._io import atomic_write_text
 from . import claims as C
-from .sweep import _experiment_modules, load_experiment, provenance, read_results, run_sweep
+from .._io import atomic_path
+from .sweep import (_experiment_modules, _experiment_roots, _module_ref, _pin_threads,
+                    _resolve_module, load_experiment, provenance, read_results, run_sweeps)
 
 TOL_SIGMAS = 4.0
 TOL_REL_FLOOR = 0.02
@@ -129,41 +131,219 @@ def verify(profile="quick", jobs=1, executor=None, scheduler=None, seed=0, force
            results_dir=None, figures_dir=None, experiments=None, allow_dirty=False, out=print):
     """Run every study of ``profile``, then the figures, ``verdicts.json`` and REPORT.md.
 
+    All the studies' runs go to **one** pool of workers (:func:`~sketchsim.harness.sweep.run_sweeps`):
+    the workers start, import the studies and load (or compile) their Numba kernels once per
+    ``verify``, runs are dispatched longest first, and with a parallel executor a study's figures
+    are drawn by a worker as soon as its last run is in, while the other studies' runs go on
+    (:func:`_draw_figures`: the worker returns the PNG bytes and this process writes them, so a
+    remote Dask cluster needs no access to the figures folder). With ``jobs=1`` (``serial``) the
+    studies run one after the other in this process and the figures are drawn after the last one,
+    as :func:`make_figures` does. Tables, verdicts and figures do not depend on the executor or
+    the worker count.
+
     Returns the sweep summaries ``{NAME: SweepSummary}``.
     """
     _check_clean(profile, allow_dirty, results_dir)
     rdir, fdir = resolve_dirs(profile, results_dir, figures_dir)
     mods = _studies(experiments)
-    summaries = {}
+    by_name = {mod.NAME: mod for mod in mods}
+    drawn = {}  # NAME -> ([figure paths], s) or the exception that stopped them (parallel executors)
+    in_pool = []
+    claims = _ClaimsThread(rdir)
     t0 = time.perf_counter()
-    for mod in mods:
-        s = run_sweep(mod, profile=profile, seed=seed, force=force, jobs=jobs, executor=executor,
-                      scheduler=scheduler, results_dir=rdir, quiet=quiet)
-        summaries[mod.NAME] = s
-        out(str(s))
+
+    def on_done(summary, pool):
+        out(str(summary))
+        if pool.parallel:
+            in_pool.append(summary.experiment)
+            _queue_figures(pool, by_name[summary.experiment], rdir, fdir, drawn)
+            claims.add(by_name[summary.experiment])
+
+    hints = _hint_dirs(profile, rdir)
+    try:
+        summaries = {} if not mods else run_sweeps(
+            mods, profile=profile, seed=seed, force=force, jobs=jobs, executor=executor,
+            scheduler=scheduler, results_dir=rdir, quiet=quiet, on_done=on_done, hint_dirs=hints,
+            finish_first=_figure_weights(mods, [rdir, *hints]))
+    finally:
+        computed = claims.result(mods)
+    t_sweeps = time.perf_counter() - t0
     tpath = os.path.join(rdir, "verify_timing.json")
     previous = {}
     if os.path.exists(tpath):
         with open(tpath, encoding="utf-8") as fh:
-            previous = json.load(fh).get("per_experiment_s", {})
-    per = {k: (v.wall_time_s if v.done or k not in previous else previous[k]) for k, v in summaries.items()}
-    timing = {"wall_s": float(sum(per.values())), "jobs": jobs, "executor": executor or "auto",
-              "per_experiment_s": per, "this_invocation_s": time.perf_counter() - t0}
+            previous = json.load(fh)
+    prev_per = previous.get("per_experiment_s", {})
+    per = {k: (v.wall_time_s if v.done or k not in prev_per else prev_per[k])
+           for k, v in summaries.items()}
+    ran = any(v.done for v in summaries.values())
+    # the sweeps overlap on one pool: their wall time is the whole sweep phase, not a sum
+    wall = t_sweeps if ran or "wall_s" not in previous else previous["wall_s"]
+    timing = {"wall_s": float(wall), "jobs": jobs, "executor": executor or "auto",
+              "per_experiment_s": per, "figures_s": previous.get("figures_s", {}),
+              "this_invocation_s": time.perf_counter() - t0}
     atomic_write_text(tpath, json.dumps(timing, indent=1))
     # the modules themselves, not their NAMEs: a study's NAME need not be its module name
     chosen = None if experiments is None else mods
-    make_figures(rdir, fdir, chosen, out=out)
+    fig_s = {}
+    if in_pool:
+        for mod in mods:  # in the studies' order, as make_figures reports them
+            made = drawn[mod.NAME]
+            if isinstance(made, BaseException):
+                raise made
+            made, fig_s[mod.NAME] = made
+            out(f"{mod.NAME}: {len(made)} figure(s) in {fdir}")
+    else:
+        make_figures(rdir, fdir, chosen, out=out, times=fig_s)
+    # seconds of each study's figures (for the order of the next run), and the time up to here
+    timing.update(figures_s=fig_s, this_invocation_s=time.perf_counter() - t0)
+    atomic_write_text(tpath, json.dumps(timing, indent=1))
     write_report(rdir, fdir, profile, chosen, timing=timing, seed=seed, allow_dirty=allow_dirty,
-                 out=out)
+                 out=out, computed=computed)
     return summaries
 
 
-def make_figures(results_dir="results", figures_dir="paper_figs", experiments=None, out=print):
-    """Rebuild every figure from the merged results tables only."""
+class _ClaimsThread:
+    """The claims of each study, computed in a thread of this process as soon as its sweep is
+    merged (parallel executors: this process is otherwise idle while the workers run), from its
+    own read of the table — the same computation :func:`compute_claims` does afterwards, so the
+    verdicts are the same."""
+
+    def __init__(self, results_dir):
+        self.results_dir, self.futures, self.ex = results_dir, {}, None
+
+    def add(self, mod):
+        if self.ex is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sketchsim-claims")
+        self.futures[mod.NAME] = self.ex.submit(self._one, mod)
+
+    def _one(self, mod):
+        df = _load(mod, self.results_dir)
+        return mod, df, study_claims(mod, df)
+
+    def result(self, mods):
+        """[(module, df, claims)] of ``mods`` in their order, or None unless every one of them
+        was computed here without error (then :func:`write_report` computes them itself, raising
+        what there is to raise)."""
+        if self.ex is None:
+            return None
+        try:
+            out = []
+            for mod in mods:
+                fut = self.futures.get(mod.NAME)
+                if fut is None or fut.exception() is not None:
+                    return None
+                out.append(fut.result())
+            return out
+        finally:
+            self.ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _hint_dirs(profile, rdir):
+    """Folders whose merged tables give earlier run times for the longest-first order: the
+    profile's default results folder and the committed full-profile one, of this repository."""
+    root = os.path.join(str(_experiment_roots()[0]), "results")
+    dirs = [output_dirs(profile, root, "")[0], root]
+    seen, out = {os.path.abspath(rdir)}, []
+    for d in dirs:
+        if os.path.abspath(d) not in seen and os.path.isdir(d):
+            seen.add(os.path.abspath(d))
+            out.append(d)
+    return out
+
+
+def _figure_weights(mods, dirs):
+    """{NAME: weight} for :func:`run_sweeps`'s ``finish_first``: the seconds each study's figures
+    took in the last ``verify`` whose ``verify_timing.json`` (in the first of ``dirs`` that has
+    them all) records every study of ``mods``; else the number of figures each declares
+    (``FIGURES``). Studies with costly figures then finish early and their figures are drawn while
+    the other studies run."""
+    names = [m.NAME for m in mods]
+    for d in dirs:
+        try:
+            with open(os.path.join(d, "verify_timing.json"), encoding="utf-8") as fh:
+                known = json.load(fh).get("figures_s") or {}
+            if all(isinstance(known.get(n), (int, float)) for n in names):
+                return {n: float(known[n]) for n in names}
+        except (OSError, ValueError, AttributeError):
+            continue
+    return {m.NAME: float(len(getattr(m, "FIGURES", ()) or ()))
+            if callable(getattr(m, "figures", None)) else 0.0 for m in mods}
+
+
+def _queue_figures(pool, mod, results_dir, figures_dir, drawn):
+    """Queue the drawing of ``mod``'s figures on ``pool`` (ahead of every run still waiting);
+    ``drawn[NAME]`` gets (the written paths, seconds spent drawing), or the exception (raised by
+    :func:`verify`)."""
+    name = mod.NAME
+    if not callable(getattr(mod, "figures", None)):
+        drawn[name] = ([], 0.0)
+        return
+    try:
+        df = _load(mod, results_dir)
+    except ValueError as exc:  # no results (every run failed): verify stops here, as before
+        drawn[name] = exc
+        return
+    modname, modfile = _module_ref(mod)
+
+    def done(res):
+        drawn[name] = (_write_figures(res, figures_dir), float(res["time_s"]))
+
+    def failed(exc, tb=None):
+        drawn[name] = exc
+
+    pool.add(_draw_figures, {"module": modname, "file": modfile, "df": df}, done, failed,
+             priority=math.inf, label=f"figures-{name}")
+
+
+def _draw_figures(task):
+    """Pool task: ``figures(df, folder)`` of one study into a scratch folder of the worker.
+
+    Returns ``{"made": [paths relative to the folder], "files": {relative path: bytes},
+    "time_s": seconds in figures()}`` (every file written), which :func:`_write_figures` writes
+    into the figures folder. Threads pinned as in every worker.
+    """
+    _pin_threads()
+    mod = _resolve_module(task["module"], task["file"])
+    with tempfile.TemporaryDirectory(prefix="sketchsim-figures-") as tmp:
+        t0 = time.perf_counter()
+        made = mod.figures(task["df"], tmp) or []
+        elapsed = time.perf_counter() - t0
+        files = {}
+        for root, _, names in os.walk(tmp):
+            for n in names:
+                path = os.path.join(root, n)
+                with open(path, "rb") as fh:
+                    files[os.path.relpath(path, tmp)] = fh.read()
+        rel = [os.path.relpath(os.path.abspath(p), tmp) for p in made]
+    return {"made": rel, "files": files, "time_s": elapsed}
+
+
+def _write_figures(res, figures_dir):
+    """Write the files of a :func:`_draw_figures` result into ``figures_dir`` (atomically);
+    returns the paths of the figures the study reported."""
+    for rel, data in sorted(res["files"].items()):
+        path = os.path.join(figures_dir, rel)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_path(path, suffix=os.path.splitext(rel)[1] or ".part") as tmp:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+    return [os.path.join(figures_dir, rel) for rel in res["made"]]
+
+
+def make_figures(results_dir="results", figures_dir="paper_figs", experiments=None, out=print,
+                 times=None):
+    """Rebuild every figure from the merged results tables only (``times``, a dict, gets the
+    seconds each study's ``figures`` took)."""
     paths = []
     for mod in _studies(experiments):
         df = _load(mod, results_dir)
+        t = time.perf_counter()
         made = mod.figures(df, figures_dir) if callable(getattr(mod, "figures", None)) else []
+        if times is not None:
+            times[mod.NAME] = time.perf_counter() - t
         paths.extend(made)
         out(f"{mod.NAME}: {len(made)} figure(s) in {figures_dir}")
     return paths
@@ -216,9 +396,14 @@ def verdicts_document(computed, profile, seed=None, allow_dirty=False):
 
 
 def write_report(results_dir="results", figures_dir="paper_figs", profile=None, experiments=None,
-                 timing=None, seed=None, allow_dirty=False, out=print):
-    """Write ``verdicts.json`` and ``REPORT.md`` into ``results_dir`` from the results tables."""
-    computed = compute_claims(results_dir, experiments)
+                 timing=None, seed=None, allow_dirty=False, out=print, computed=None):
+    """Write ``verdicts.json`` and ``REPORT.md`` into ``results_dir`` from the results tables.
+
+    ``computed``: the :func:`compute_claims` of those tables when already known (``verify``
+    computes them while the other studies run).
+    """
+    if computed is None:
+        computed = compute_claims(results_dir, experiments)
     doc = verdicts_document(computed, profile, seed, allow_dirty)
     atomic_write_text(os.path.join(results_dir, VERDICTS_FILE), json.dumps(doc, indent=1) + "\n")
     prov = provenance()
@@ -370,8 +555,10 @@ def _fmt_band(band):
 
 
 def _quick_run(seed, rdir, jobs, executor, quiet, experiments):
-    for mod in _studies(experiments):
-        run_sweep(mod, profile="quick", seed=seed, jobs=jobs, executor=executor, results_dir=rdir, quiet=quiet)
+    mods = _studies(experiments)
+    if mods:  # every study's runs on one pool (see verify)
+        run_sweeps(mods, profile="quick", seed=seed, jobs=jobs, executor=executor, results_dir=rdir,
+                   quiet=quiet, hint_dirs=_hint_dirs("quick", rdir))
     return current_numbers(rdir, experiments)
 
 
