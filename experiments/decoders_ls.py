@@ -29,7 +29,8 @@ bank and the structure, its mean square over the attribute law of the run
 
     σ_pred² = (1/L)·( ‖Σ_θ' M_θ' μ‖² + Σ_θ' tr(M_θ' C M_θ'ᵀ) ),   M_θ' = (P_θᵀP_θ)⁻¹P_θᵀP_θ',
 
-with μ = E x, C = Cov x in closed form (:func:`attribute_moments`). It is computed per run from the
+with μ = E x, C = Cov x in closed form
+(:func:`~sketchsim.harness.studykit.unit_nonneg_moments`). It is computed per run from the
 full design (no attribute value enters it) and is the noise level of every path-LS test.
 
 The first version of this study predicted rms_err_ls/‖n‖ ∝ d^{−1/2} w^{−1} (the isotropic,
@@ -74,7 +75,8 @@ from sketchsim.harness.studykit import (bank_skip, bq_note, decoder_metrics, exp
                                         family_depth_groups, family_labels, families_in,
                                         fmt_num, graph_builder, lmax_median, make_bank, md_table,
                                         fit_or_none, n_distinct, one_blas_thread,
-                                        quiet_precondition, runs_note, slope_of)
+                                        quiet_precondition, runs_note, slope_of,
+                                        unit_nonneg_moments)
 from sketchsim.harness.studykit import warm_up  # noqa: F401  (contract: optional warm_up)
 
 NAME = "decoders_ls"
@@ -236,27 +238,14 @@ def star_graph(n, rng, L=ATTR_LEN, n_modules=4):
 
 
 # ============================================================================ prediction
-def attribute_moments(L):
-    """(μ, C): mean and covariance of the attribute law of :func:`sketchsim.fixed_tree_values`.
-
-    x = |g|/‖g‖ with g ~ N(0, I_L). The direction g/‖g‖ is independent of ‖g‖, so
-    E x_j = E|g_j| / E‖g‖ = √(2/π)·Γ(L/2) / (√2·Γ((L+1)/2)), E x_j² = 1/L and
-    E x_i x_j = E|g_i||g_j| / E‖g‖² = (2/π)/L (i ≠ j); C = E xxᵀ − μμᵀ.
-    """
-    L = int(L)
-    m = math.sqrt(2.0 / math.pi) * math.exp(math.lgamma(L / 2.0) - math.lgamma((L + 1) / 2.0)) / math.sqrt(2.0)
-    second = np.full((L, L), (2.0 / math.pi) / L)
-    np.fill_diagonal(second, 1.0 / L)
-    return np.full(L, m), second - m * m
-
-
 def ols_error(design, k):
     """σ_pred: the exact RMS error of path LS for object k, over the attribute law (module docstring).
 
     ``design``: ``decode_ls.design_matrix(graph, bank)`` (every object, graph order). The error is
     Σ_{o≠k} M_o x_o with M_o = (P_kᵀP_k)⁻¹P_kᵀP_o (least squares of P_o on P_k, solved on P itself,
     not on the Gram matrix, for accuracy); objects are independent with the moments of
-    :func:`attribute_moments`, so E‖err‖² = ‖Σ M_o μ_o‖² + Σ tr(M_o C_o M_oᵀ). Returns √(E‖err‖²/L_k).
+    :func:`~sketchsim.harness.studykit.unit_nonneg_moments`, so
+    E‖err‖² = ‖Σ M_o μ_o‖² + Σ tr(M_o C_o M_oᵀ). Returns √(E‖err‖²/L_k).
     """
     Pt, _, off = design
     a, b = int(off[k]), int(off[k + 1])
@@ -266,7 +255,7 @@ def ols_error(design, k):
         if o == k:
             continue
         Mo = M[:, off[o]:off[o + 1]]
-        mu, C = attribute_moments(Mo.shape[1])
+        mu, C = unit_nonneg_moments(Mo.shape[1])
         mean += Mo @ mu
         var += float(np.einsum("ij,jk,ik->", Mo, C, Mo))
     return math.sqrt((float(mean @ mean) + var) / (b - a))

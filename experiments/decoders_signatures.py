@@ -38,7 +38,8 @@ to rounding) show:
 So the top-1 prediction now uses the exact noise level τ of the decoder on the run's bank: σ̂ is
 linear in the attributes, σ̂ = √2·K(s_0 + Σ_θ P_θ x'_θ), with K the path decoder restricted to the
 signature coordinates and P_θ the exact map of :func:`sketchsim.decode_ls.design_matrix`; over the
-law of x'_θ = [x_θ; σ_θ]/√2 (independent objects, x of :func:`attribute_moments`, σ of
+law of x'_θ = [x_θ; σ_θ]/√2 (independent objects, x of
+:func:`~sketchsim.harness.studykit.unit_nonneg_moments`, σ of
 :func:`sketchsim.signatures.signature_moments`), E‖Π(σ̂ − σ)‖² is a quadratic form computed per
 run (no attribute or code value enters it). The **noise_sig** test checks τ against the measured error;
 the noise level of the decoder against τ_iso is ``thm1.ii.noise``'s claim, not this one's.
@@ -55,7 +56,8 @@ from sketchsim import decode, decode_ls
 from sketchsim import theory as sst
 from sketchsim.harness.claims import Claim, pooled_slope_test, rate_test, ratio_test
 from sketchsim.harness.studykit import (bank_skip, build_graph, families_in, family_labels, fmt_num,
-                                        make_bank, md_table, quiet_precondition)
+                                        make_bank, md_table, quiet_precondition,
+                                        unit_nonneg_moments)
 from sketchsim.harness.studykit import warm_up  # noqa: F401  (contract: optional warm_up)
 from sketchsim.signatures import (make_signatures, match_signature, signature, signature_moments,
                                   top1_probability, with_signatures)
@@ -126,16 +128,6 @@ def skip(params):
 
 
 # ============================================================================ prediction
-def attribute_moments(L):
-    """(μ, C) of the attribute law x = |g|/‖g‖, g ~ N(0, I_L) (``studykit.unit_nonneg``):
-    E x_j = √(2/π)·Γ(L/2)/(√2·Γ((L+1)/2)), E x_j² = 1/L, E x_i x_j = (2/π)/L (i ≠ j)."""
-    L = int(L)
-    m = math.sqrt(2.0 / math.pi) * math.exp(math.lgamma(L / 2.0) - math.lgamma((L + 1) / 2.0)) / math.sqrt(2.0)
-    second = np.full((L, L), (2.0 / math.pi) / L)
-    np.fill_diagonal(second, 1.0 / L)
-    return np.full(L, m), second - m * m
-
-
 def signature_noise(s, sig_hat, gs, bank, object_id, sig_len, weight, L):
     """τ: the exact RMS of the centred error Π(σ̂ − σ) of :func:`~sketchsim.signatures.signature`
     (path decoder of Theorem 1(ii), known ``weight``, default column norms) over the law of the
@@ -165,7 +157,7 @@ def signature_noise(s, sig_hat, gs, bank, object_id, sig_len, weight, L):
     _, s0, _ = decode_ls.design_matrix(gs, bank, [])
     c = scale * (U @ s0)
     blocks = decode_ls.design_adjoint(gs, bank, U)              # {id: U P_θ, (k, L + k)}
-    mx, Cx = attribute_moments(L)
+    mx, Cx = unit_nonneg_moments(L)
     ms, Cs = signature_moments(k)
     mu = np.concatenate([mx, ms]) / math.sqrt(2.0)
     C = np.zeros((L + k, L + k))

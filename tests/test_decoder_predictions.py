@@ -6,7 +6,7 @@
 * ``experiments.decoders_signatures.signature_noise`` — the RMS of the centred signature error
   Π(σ̂ − σ) of the path decoder — against a Monte-Carlo average (block-sparse, where THEORY.md
   §2.4's τ_iso is 2× too small);
-* the closed-form moments of the attribute law (``attribute_moments``: x = |g|/‖g‖) and of the
+* the closed-form moments of the attribute law (``studykit.unit_nonneg_moments``: x = |g|/‖g‖) and of the
   signature codes (:func:`sketchsim.signatures.signature_moments`) against large samples.
 
 A wrong moment (e.g. dropping the mean term, which is half of the error for nonnegative
@@ -22,18 +22,18 @@ import pytest
 
 import sketchsim as ss
 from sketchsim import decode_ls as DL
+from sketchsim.harness.studykit import unit_nonneg_moments
 from sketchsim.signatures import make_signatures, signature, signature_moments, with_signatures
 
 dls = pytest.importorskip("experiments.decoders_ls")
 dsig = pytest.importorskip("experiments.decoders_signatures")
 
 
-@pytest.mark.parametrize("moments", [dls.attribute_moments, dsig.attribute_moments])
-def test_attribute_moments_match_the_law_of_fixed_tree_values(moments):
+def test_attribute_moments_match_the_law_of_fixed_tree_values():
     g = ss.Graph([{"id": "a", "module": "A", "attributes": [1.0 / math.sqrt(8)] * 8, "inputs": []}],
                  [{"id": "a", "weight": 1.0}])
     X = ss.fixed_tree_values(g, 200_000, 3)[0]["a"]
-    mu, C = moments(8)
+    mu, C = unit_nonneg_moments(8)
     se_mu = X.std(axis=0) / math.sqrt(len(X))
     assert np.all(np.abs(X.mean(axis=0) - mu) < 5 * se_mu)
     np.testing.assert_allclose(np.cov(X.T, bias=True), C, atol=6e-4)

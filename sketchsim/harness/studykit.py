@@ -39,6 +39,22 @@ def unit_nonneg(rng, L):
     return v / np.linalg.norm(v)
 
 
+def unit_nonneg_moments(L):
+    """(μ, C): mean and covariance of the law of :func:`unit_nonneg` (and of the attributes of
+    :func:`sketchsim.fixed_tree_values`), x = |g|/‖g‖ with g ~ N(0, I_L).
+
+    The direction g/‖g‖ is independent of ‖g‖, so E x_j = E|g_j| / E‖g‖ =
+    √(2/π)·Γ(L/2) / (√2·Γ((L+1)/2)), E x_j² = 1/L and E x_i x_j = E|g_i||g_j| / E‖g‖² = (2/π)/L
+    (i ≠ j); C = E xxᵀ − μμᵀ.
+    """
+    L = int(L)
+    m = (math.sqrt(2.0 / math.pi) * math.exp(math.lgamma(L / 2.0) - math.lgamma((L + 1) / 2.0))
+         / math.sqrt(2.0))
+    second = np.full((L, L), (2.0 / math.pi) / L)
+    np.fill_diagonal(second, 1.0 / L)
+    return np.full(L, m), second - m * m
+
+
 def bank_skip(params, dense_max=2048):
     """(skip, reason) for grid points whose family cannot take d (or is too slow there)."""
     fam = params["family"]
