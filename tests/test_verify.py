@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -393,3 +394,16 @@ def test_cli_run_and_errors(tmp_path, capsys):
     assert main(["run", "_verify_fixture_exp", "--results-dir", str(tmp_path), "--grid", "nope=1",
                  "--quiet"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_table_provenance_counts_runs_per_commit_and_dirty_flag():
+    import pandas as pd
+
+    df = pd.DataFrame({"git_commit": ["b" * 40, "a" * 40, "a" * 40, "a" * 40],
+                       "git_dirty": [False, True, True, False]})
+    assert V.table_provenance(df) == [("a" * 40, True, 2), ("a" * 40, False, 1), ("b" * 40, False, 1)]
+    assert V.table_provenance(df.iloc[:0]) == []
+    lines = V._provenance_lines([(types.SimpleNamespace(NAME="x"), df, [])])
+    text = "\n".join(lines)
+    assert "0 of 1 tables come from a single clean commit" in text and "2 commit(s)" in text
+    assert "| x | 4 | aaaaaaaaaa (dirty tree): 2 runs; aaaaaaaaaa: 1 runs; bbbbbbbbbb: 1 runs |" in text

@@ -395,6 +395,44 @@ def verdicts_document(computed, profile, seed=None, allow_dirty=False):
             "claims": claims, "headlines": heads}
 
 
+def table_provenance(df):
+    """[(commit, dirty, rows)] of a results table: the code each group of its rows was run from
+    (the ``git_commit`` and ``git_dirty`` columns every run records), most rows first."""
+    if not len(df) or "git_commit" not in df:
+        return []
+    dirty = (df["git_dirty"].astype(str).str.lower() == "true") if "git_dirty" in df \
+        else np.zeros(len(df), dtype=bool)
+    keys = list(zip(df["git_commit"].astype(str), dirty))
+    counts = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    return sorted(((c, bool(dy), n) for (c, dy), n in counts.items()), key=lambda t: (-t[2], t[0]))
+
+
+def _provenance_lines(computed):
+    """REPORT.md's account of where each table comes from (commit, clean or dirty tree)."""
+    rows, clean_single, commits = [], 0, set()
+    for mod, df, _ in computed:
+        prov = table_provenance(df)
+        commits.update(c for c, _, _ in prov)
+        if len(prov) == 1 and not prov[0][1]:
+            clean_single += 1
+        text = "; ".join(f"{c[:10]}{' (dirty tree)' if dy else ''}: {n} runs" for c, dy, n in prov) \
+            or "no provenance recorded"
+        rows.append(f"| {mod.NAME} | {len(df)} | {text} |")
+    if not rows:
+        return []
+    n = len(rows)
+    summary = (f"{clean_single} of {n} tables come from a single clean commit; the tables span "
+               f"{len(commits)} commit(s)" + ("." if len(commits) <= 1 else
+                                             ": the numbers of one table reproduce from its own "
+                                             "commit, not necessarily from the others'."))
+    return ["", "## Provenance of the tables", "",
+            "Each run records the commit it ran from and whether the tree was dirty (columns "
+            "`git_commit`, `git_dirty`). " + summary, "",
+            "| study | runs | commit (runs) |", "|---|---|---|"] + rows
+
+
 def write_report(results_dir="results", figures_dir="paper_figs", profile=None, experiments=None,
                  timing=None, seed=None, allow_dirty=False, out=print, computed=None):
     """Write ``verdicts.json`` and ``REPORT.md`` into ``results_dir`` from the results tables.
@@ -426,6 +464,7 @@ def write_report(results_dir="results", figures_dir="paper_figs", profile=None, 
         per = ", ".join(f"{k} {v:.0f} s" for k, v in timing.get("per_experiment_s", {}).items())
         lines.append(f"Sweep wall time of the last `sketchsim verify`: {timing['wall_s']:.0f} s with "
                      f"{timing['jobs']} job(s), executor {timing['executor']}" + (f" ({per})." if per else "."))
+    lines += _provenance_lines(computed)
     lines += ["", "## Verdicts", "",
               "Every claim is decided per matrix family (the paper's haar, gaussian and block-sparse "
               "D(b, q, d); hadamard is the engineering substitute, reported but never deciding) and per "
