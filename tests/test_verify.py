@@ -407,3 +407,10 @@ def test_table_provenance_counts_runs_per_commit_and_dirty_flag():
     text = "\n".join(lines)
     assert "0 of 1 tables come from a single clean commit" in text and "2 commit(s)" in text
     assert "| x | 4 | aaaaaaaaaa (dirty tree): 2 runs; aaaaaaaaaa: 1 runs; bbbbbbbbbb: 1 runs |" in text
+    # outside a git checkout (e.g. the mutation suite's copy) a run records no commit: NaN after the
+    # CSV round trip, on every pandas (string dtypes keep it missing)
+    for col in (pd.Series([float("nan"), "c" * 40], dtype=object),
+                pd.Series([None, "c" * 40], dtype="string")):
+        df2 = pd.DataFrame({"git_commit": col, "git_dirty": [float("nan"), "False"]})
+        assert V.table_provenance(df2) == [("(no git commit)", True, 1), ("c" * 40, False, 1)]
+    assert V.table_provenance(pd.DataFrame({"git_commit": ["d" * 40]})) == [("d" * 40, True, 1)]

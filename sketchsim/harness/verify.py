@@ -397,16 +397,25 @@ def verdicts_document(computed, profile, seed=None, allow_dirty=False):
 
 def table_provenance(df):
     """[(commit, dirty, rows)] of a results table: the code each group of its rows was run from
-    (the ``git_commit`` and ``git_dirty`` columns every run records), most rows first."""
+    (the ``git_commit`` and ``git_dirty`` columns every run records), most rows first. A run outside
+    a git checkout has no commit: ``"(no git commit)"``; an unrecorded dirty flag counts as dirty
+    (nothing shows the tree was clean)."""
     if not len(df) or "git_commit" not in df:
         return []
-    dirty = (df["git_dirty"].astype(str).str.lower() == "true") if "git_dirty" in df \
-        else np.zeros(len(df), dtype=bool)
-    keys = list(zip(df["git_commit"].astype(str), dirty))
+
+    def commit(v):
+        return v if isinstance(v, str) and v.strip() else "(no git commit)"
+
+    def dirty(v):
+        return not (v is False or (isinstance(v, (bool, np.bool_)) and not v)
+                    or (isinstance(v, str) and v.strip().lower() == "false"))
+
+    flags = df["git_dirty"].tolist() if "git_dirty" in df else [None] * len(df)
     counts = {}
-    for k in keys:
+    for c, dy in zip(df["git_commit"].tolist(), flags):
+        k = (commit(c), dirty(dy))
         counts[k] = counts.get(k, 0) + 1
-    return sorted(((c, bool(dy), n) for (c, dy), n in counts.items()), key=lambda t: (-t[2], t[0]))
+    return sorted(((c, dy, n) for (c, dy), n in counts.items()), key=lambda t: (-t[2], t[0]))
 
 
 def _provenance_lines(computed):
