@@ -26,6 +26,7 @@ CI check (``sketchsim check``)
 from __future__ import annotations
 
 import datetime as _dt
+from collections import Counter
 import json
 import math
 import os
@@ -407,14 +408,11 @@ def table_provenance(df):
         return v if isinstance(v, str) and v.strip() else "(no git commit)"
 
     def dirty(v):
-        return not (v is False or (isinstance(v, (bool, np.bool_)) and not v)
+        return not ((isinstance(v, (bool, np.bool_)) and not v)
                     or (isinstance(v, str) and v.strip().lower() == "false"))
 
     flags = df["git_dirty"].tolist() if "git_dirty" in df else [None] * len(df)
-    counts = {}
-    for c, dy in zip(df["git_commit"].tolist(), flags):
-        k = (commit(c), dirty(dy))
-        counts[k] = counts.get(k, 0) + 1
+    counts = Counter((commit(c), dirty(dy)) for c, dy in zip(df["git_commit"].tolist(), flags))
     return sorted(((c, dy, n) for (c, dy), n in counts.items()), key=lambda t: (-t[2], t[0]))
 
 
