@@ -13,7 +13,6 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from ._rng import _GOLDEN, _M1, _M2, _S27, _S30, _S31, _splitmix, mix3
@@ -44,14 +43,10 @@ def _prefetch(typingctx, arr, index, write):
 
 
 # Random streams of D(b, q, d): which counter tuple feeds which coin (reference.py uses the same).
+# Stream 3 (one coin per block, mix3(key, 3, j, i)) was the stored sampler's until issue 11; it is no
+# longer drawn: both storages find the nonzero blocks through the geometric gaps of STREAM_GAP below.
 STREAM_SIGMA_M = 1   # mix3(key, 1, t, 0) & 1            -> σ_m[t]
 STREAM_SIGMA_S = 2   # mix3(key, 2, j, t) & 1            -> σ_{s,j}[t]
-STREAM_BLOCK = 3     # u = mix3(key, 3, j, i): bits 0,1,2 -> f_m, f_s, f_c; u >> 11 -> η ~ Bernoulli(q)
-
-
-@njit(cache=True, nogil=True)
-def _pm(u):
-    return np.int8(1) if (u & np.uint64(1)) else np.int8(-1)
 
 
 @njit(cache=True, nogil=True)
@@ -62,147 +57,10 @@ def _ceil_log2(n):
     return k
 
 
-def coin_threshold(q):
-    """The integer T with [float(x)·2⁻⁵³ < q] ⟺ [x < T] for every integer 0 ≤ x < 2⁵³, q in (0, 1].
-
-    η_{i,j} = 1 when the top 53 bits x = u >> 11 of u = mix3(key, 3, j, i) satisfy x·2⁻⁵³ < q
-    (Algorithm 2, step 11). Such x is exactly representable and the product by 2⁻⁵³ is exact, so
-    the test is the real inequality x < q·2⁵³, i.e. x < ⌈q·2⁵³⌉ for integer x; q·2⁵³ is exact too
-    (a power-of-two scaling of a double), hence T = ⌈q·2⁵³⌉ ∈ [1, 2⁵³] computed exactly.
-    """
-    return int(math.ceil(float(q) * 9007199254740992.0))
-
-
 @njit(cache=True, nogil=True)
 def _stream_base(key, a):
     """splitmix(key ^ splitmix(a)): the part of mix3(key, a, ·, ·) shared by every counter."""
     return _splitmix(np.uint64(key) ^ _splitmix(np.uint64(a)))
-
-
-@njit(cache=True, nogil=True)
-def _sigma_m(key, t):
-    """σ_m (Algorithm 2 step 4) as ±1 int8: σ_m[k] from mix3(key, 1, k, 0)."""
-    sm = np.empty(t, dtype=np.int8)
-    for k in range(t):
-        sm[k] = _pm(mix3(key, STREAM_SIGMA_M, k, 0))
-    return sm
-
-
-@njit(cache=True, nogil=True)
-def _sigma_s(base_s, j, ss):
-    """σ_{s,j} (Algorithm 2 step 6) into ``ss`` (±1 int8): ss[k] = mix3(key, 2, j, k) & 1 → ±1."""
-    z = _splitmix(base_s ^ np.uint64(j))
-    g = np.uint64(0)
-    for k in range(ss.shape[0]):
-        ss[k] = _pm(_splitmix(z ^ g))
-        g += _GOLDEN
-
-
-@njit(cache=True, nogil=True)
-def _flip_masks(b):
-    """flip[u & 7]: XOR masks (0 or 0xFE per int8 entry, which maps ±1 to ∓1) applying f_s, f_c, f_m.
-
-    Sub-block 0 (σ_s) is negated when bit 1 of u is 0 (f_s = −1), sub-block 1 (Enc) when bit 2 is 0
-    (f_c = −1), sub-block 2 (σ_m) when bit 0 is 0 (f_m = −1).
-    """
-    t = b // 3
-    flip = np.zeros((8, b), dtype=np.int8)
-    for c in range(8):
-        for k in range(b):
-            bit = 1 if k < t else (2 if k < 2 * t else 0)
-            if not (c >> bit) & 1:
-                flip[c, k] = -2
-    return flip
-
-
-@njit(cache=True, nogil=True)
-def _popcount(x):
-    """Number of set bits of a uint64 (SWAR)."""
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
-
-
-@njit(cache=True, nogil=True)
-def bs_count(r0, r1, c0, key, d, b, thr, counts, bits):
-    """η_{i,j} of columns j = c0 + r, r in [r0, r1): counts[j] = Σ_i η_{i,j} and bit i of row r of ``bits``.
-
-    η_{i,j} = [(mix3(key, 3, j, i) >> 11) < thr] with thr = :func:`coin_threshold` (q), the same coins
-    as ever. For fixed (key, j) only the last splitmix of mix3 depends on i, so it is hoisted out of the
-    loop over i; the loop is branch-free (a count and an OR of shifted bits) and vectorises (AVX2).
-    ``bits`` has shape (r1 − c0 or more, ⌈(d/b)/64⌉), uint64: bit k of word w is block i = 64w + k.
-    """
-    nb = d // b
-    nw = (nb + 63) // 64
-    base = _stream_base(key, STREAM_BLOCK)
-    ithr = np.int64(thr)                 # x = u >> 11 < 2⁵³ and thr ≤ 2⁵³: a signed compare is exact
-    for r in range(r0, r1):
-        z = _splitmix(base ^ np.uint64(c0 + r))
-        c = 0
-        for w in range(nw):
-            g = np.uint64(64 * w) * _GOLDEN
-            kmax = min(64, nb - 64 * w)
-            word = np.uint64(0)
-            for k in range(kmax):
-                x = (z ^ g) + _GOLDEN        # = mix3(key, 3, j, i) for i = 64w + k (last splitmix inlined)
-                g += _GOLDEN
-                x = (x ^ (x >> _S30)) * _M1
-                x = (x ^ (x >> _S27)) * _M2
-                x = x ^ (x >> _S31)
-                word |= np.uint64(np.int64(x >> _S11) < ithr) << np.uint64(k)
-            bits[r, w] = word
-            c += _popcount(word)
-        counts[c0 + r] = c
-
-
-@njit(cache=True, nogil=True)
-def bs_fill(r0, r1, c0, key, d, b, ptr, bits, blk_row, blk_sign):
-    """Fill the nonzero blocks of columns j = c0 + r, r in [r0, r1) (Algorithm 2, signs only; scale 1/√(dq)).
-
-    The nonzero blocks are the set bits of ``bits`` (from :func:`bs_count`); block r's blocks go to
-    ``ptr[r]:ptr[r+1]`` of ``blk_row`` / ``blk_sign``. Block layout (THEORY §9 item 4):
-    f_s·σ_{s,j} | f_c·Enc(j, f'_m, f'_s) | f_m·σ_m, with Enc = [+1, bits of j (0-based, MSB first,
-    0→−1), f'_m, f'_s, +1 padding]; f_m, f_s, f_c are bits 0, 1, 2 of u = mix3(key, 3, j, i).
-    """
-    t = b // 3
-    nw = bits.shape[1]
-    nbits = _ceil_log2(d)
-    base = _stream_base(key, STREAM_BLOCK)
-    base_s = _stream_base(key, STREAM_SIGMA_S)
-    sm = _sigma_m(key, t)
-    sm0 = sm[0]
-    flip = _flip_masks(b)
-    tmpl = np.ones(b, dtype=np.int8)     # σ_{s,j} | Enc(j) with +1 parity entries | σ_m, all signs +
-    tmpl[2 * t:] = sm
-    ss = tmpl[:t]
-    for r in range(r0, r1):
-        j = c0 + r
-        p = ptr[r]
-        if p == ptr[r + 1]:
-            continue
-        _sigma_s(base_s, j, ss)
-        ss0 = ss[0]
-        for k in range(nbits):
-            tmpl[t + 1 + k] = 1 if (j >> (nbits - 1 - k)) & 1 else -1
-        z = _splitmix(base ^ np.uint64(j))
-        for w in range(nw):
-            word = bits[r, w]
-            while word:
-                i = 64 * w + np.int64(trailing_zeros(word))
-                word &= word - np.uint64(1)
-                u = _splitmix(z ^ (np.uint64(i) * _GOLDEN))
-                fm = _pm(u)
-                fs = _pm(u >> np.uint64(1))
-                fc = _pm(u >> np.uint64(2))
-                blk_row[p] = i
-                mask = flip[u & np.uint64(7)]
-                row = blk_sign[p]
-                for k in range(b):           # f_s·σ_s | f_c·Enc | f_m·σ_m (one vectorised loop)
-                    row[k] = tmpl[k] ^ mask[k]
-                blk_sign[p, t + 1 + nbits] = fc * fm * sm0
-                blk_sign[p, t + 2 + nbits] = fc * fs * ss0
-                p += 1
 
 
 @njit(cache=True, nogil=True)
@@ -249,12 +107,12 @@ def bs_dense(j0, j1, out, col_ptr, blk_row, blk_sign, b, scale):
 
 
 
-# ----------------------------------------------------------------------------- implicit D(b, q, d)
-# The implicit operator (matrices.ImplicitBlockSparseOperator) stores no block: every kernel below
-# regenerates the blocks of a column from the counter-based generator, in O(nonzero blocks) per
-# column. Positions come from geometric gaps between the nonzero blocks of a column (a different,
-# equally distributed stream from STREAM_BLOCK's coin per block, see STREAM_GAP); σ_m, σ_{s,j} and
-# the block layout are those of Algorithm 2, as in bs_fill. Hot loops index with unsigned integers
+# ----------------------------------------------------------------------------- drawing D(b, q, d)
+# The nonzero blocks of a column are found through geometric gaps (STREAM_GAP), in O(nonzero blocks)
+# per column; σ_m, σ_{s,j} and the block layout are those of Algorithm 2. The stored operator
+# (matrices.BlockSparseOperator) draws them once with bs_fill; the implicit operator
+# (matrices.ImplicitBlockSparseOperator) stores no block and every kernel below regenerates them,
+# so the two storages hold one and the same matrix. Hot loops index with unsigned integers
 # (Numba then skips the negative-index wraparound, and LLVM vectorises them) and build ±1.0 from
 # IEEE-754 bits (AVX2 has no vectorised int64 → float64 conversion).
 STREAM_GAP = 4       # u = mix3(key, 4, j, k): k-th nonzero block of column j, gap ⌊log U / log(1−q)⌋ after the
@@ -424,32 +282,14 @@ def bsi_group_counts(g0, g1, G, key, d, b, lq, counts):
 
 
 @njit(cache=True, nogil=True)
-def bsi_column_blocks(j, key, d, b, lq, rows, signs):
-    """Block rows and int8 signs of the nonzero blocks of column j (rows / signs sized by bsi_col_counts)."""
-    t = b // 3
-    nb = d // b
-    nbits = _ceil_log2(d)
-    fw = _flip_words(b, nbits)
-    tw = np.empty(fw.shape[1], dtype=np.uint64)
-    _col_template(_stream_base(key, STREAM_SIGMA_S), j, t, nbits, _shared_words(key, b, nbits), tw)
-    svu = np.empty(b, dtype=np.uint64)
-    sv = svu.view(np.float64)
-    z = _splitmix(_stream_base(key, STREAM_GAP) ^ np.uint64(j))
-    i, k = -1, 0
-    while True:
-        i, u = _next_block(z, k, i, nb, lq)
-        if i >= nb:
-            break
-        _block_values(svu, tw, fw[np.int64(u & np.uint64(7))], b)
-        rows[k] = i
-        for s in range(b):
-            signs[k, s] = np.int8(sv[s])
-        k += 1
+def bs_fill(r0, r1, c0, key, d, b, lq, ptr, blk_row, blk_sign):
+    """The stored D(b, q, d): blocks of columns j = c0 + r, r in [r0, r1), into ``ptr[r]:ptr[r+1]``
+    of ``blk_row`` (int32, ascending within a column) and ``blk_sign`` (int8 ±1, scale 1/√(dq) apart).
 
-
-@njit(cache=True, nogil=True)
-def bsi_dense(j0, j1, out, key, d, b, lq, scale):
-    """Dense view of columns [j0, j1) of the implicit D(b, q, d): out (d, d) zeroed on entry."""
+    The same blocks as the implicit operator (:func:`_next_block` positions, :func:`_col_template`
+    signs, Algorithm 2's layout), so both storages hold one matrix; ``ptr`` comes from
+    :func:`bsi_col_counts`. O(q·d/b) random draws and O(q·d) writes per column.
+    """
     t = b // 3
     nb = d // b
     nbits = _ceil_log2(d)
@@ -458,9 +298,11 @@ def bsi_dense(j0, j1, out, key, d, b, lq, scale):
     fw = _flip_words(b, nbits)
     gw = _shared_words(key, b, nbits)
     tw = np.empty(fw.shape[1], dtype=np.uint64)
-    svu = np.empty(b, dtype=np.uint64)
-    sv = svu.view(np.float64)
-    for j in range(j0, j1):
+    for r in range(r0, r1):
+        p = ptr[r]
+        if p == ptr[r + 1]:
+            continue
+        j = c0 + r
         _col_template(base_s, j, t, nbits, gw, tw)
         z = _splitmix(base ^ np.uint64(j))
         i, k = -1, 0
@@ -469,9 +311,13 @@ def bsi_dense(j0, j1, out, key, d, b, lq, scale):
             if i >= nb:
                 break
             k += 1
-            _block_values(svu, tw, fw[np.int64(u & np.uint64(7))], b)
-            for s in range(b):
-                out[i * b + s, j] = sv[s] * scale
+            blk_row[p] = i
+            code = np.int64(u & np.uint64(7))
+            for w in range(tw.shape[0]):
+                word = tw[w] ^ fw[code, w]
+                for s in range(min(64, b - 64 * w)):   # bit 1 -> −1, bit 0 -> +1
+                    blk_sign[p, 64 * w + s] = np.int8(1 - 2 * np.int64((word >> np.uint64(s)) & _U1))
+            p += 1
 
 
 @njit(cache=True, nogil=True)

@@ -11,7 +11,7 @@ Families (``family=``):
     random string | column signature | matrix signature, blocks of exactly b entries, Enc encodes
     j−1 (MSB first). Stored as nonzero blocks per column (memory ∝ q·d²), never dense unless asked;
     or, with ``MatrixBank(..., storage="implicit")``, not stored at all (O(d) memory, blocks
-    regenerated at every use, a different draw of the same distribution: see :class:`MatrixBank`).
+    regenerated at every use; the same matrix as the stored one: see :class:`MatrixBank`).
 ``hadamard``
     R = H D₁ H D₂ H D₃ P / d^{3/2} (three rounds of a randomised Walsh–Hadamard transform and a
     random permutation, THEORY.md §2.4). Orthonormal, O(d log d) apply, O(d) memory, d a power of
@@ -198,6 +198,10 @@ class ZeroOperator(_Operator):
 class BlockSparseOperator(_Operator):
     """A draw of D(b, q, d) stored as nonzero blocks per column (paper §4.3, Algorithms 1–2).
 
+    The blocks are those of :class:`ImplicitBlockSparseOperator` at the same key (the nonzero blocks
+    of a column found through geometric gaps, see there): the two storages are one matrix, and
+    drawing it costs O(q·d/b) random draws per column, not one coin per block.
+
     Attributes
     ----------
     col_ptr : ndarray of shape (d + 1,)
@@ -211,36 +215,21 @@ class BlockSparseOperator(_Operator):
     family = "block-sparse"
     storage = "stored"
 
-    BITMAP_BYTES = 64 * 2**20
-    """Largest η bitmap (d/b bits per column) held while sampling; more columns are sampled in chunks."""
-
     def __init__(self, d_sketch, block_size, block_prob, key, name):
         super().__init__(d_sketch, name)
         self.b, self.q, self.key = int(block_size), float(block_prob), int(key)
         d, b = self.d, self.b
-        nb = d // b
-        nw = (nb + 63) // 64
         key = np.uint64(self.key)
-        thr = np.uint64(K.coin_threshold(self.q))
-        # one pass over the d·d/b coins per chunk of columns records η as bits; the fill reads the bits
+        lq = K.gap_log(self.q)
+        expected = int(self.q * (d // b) * d) + 1
         counts = np.empty(d, dtype=np.int64)
-        step = max(1, min(d, self.BITMAP_BYTES // (8 * nw)))
-        rows, signs = [], []
-        for c0 in range(0, d, step):
-            m = min(d, c0 + step) - c0
-            bits = np.empty((m, nw), dtype=np.uint64)
-            run_rows(K.bs_count, m, m * nb * 8, c0, key, d, b, thr, counts, bits)
-            ptr = np.zeros(m + 1, dtype=np.int64)
-            np.cumsum(counts[c0:c0 + m], out=ptr[1:])
-            n = int(ptr[-1])
-            rows.append(np.empty(n, dtype=np.int32))
-            signs.append(np.empty((n, b), dtype=np.int8))
-            run_rows(K.bs_fill, m, n * b * 4 + m * nw, c0, key, d, b, ptr, bits, rows[-1], signs[-1])
-            del bits
+        run_rows(K.bsi_col_counts, d, expected * 20, 0, key, d, b, lq, counts)
         self.col_ptr = np.zeros(d + 1, dtype=np.int64)
         np.cumsum(counts, out=self.col_ptr[1:])
-        self.blk_row = rows[0] if len(rows) == 1 else np.concatenate(rows)
-        self.blk_sign = signs[0] if len(signs) == 1 else np.concatenate(signs)
+        n = int(self.col_ptr[-1])
+        self.blk_row = np.empty(n, dtype=np.int32)
+        self.blk_sign = np.empty((n, b), dtype=np.int8)
+        run_rows(K.bs_fill, d, n * b * 4 + d * 20, 0, key, d, b, lq, self.col_ptr, self.blk_row, self.blk_sign)
         self.scale = 1.0 / math.sqrt(d * self.q)
 
     @property
@@ -275,17 +264,17 @@ class ImplicitBlockSparseOperator(_Operator):
 
     The block structure is Algorithm 2's (paper §4.3; THEORY §9 items 4–5), exactly as in
     :class:`BlockSparseOperator`: a nonzero block of column j is f_s·σ_{s,j} | f_c·Enc(j, f'_m, f'_s)
-    | f_m·σ_m times 1/√(dq), with the same σ_m and σ_{s,j} streams. What differs is how the nonzero
-    blocks are found. The stored sampler draws one coin per block (O(d/b) per column); here the
-    nonzero blocks of column j come one after the other with geometric gaps: the k-th (k = 0, 1, …)
+    | f_m·σ_m times 1/√(dq), with the same σ_m and σ_{s,j} streams. Instead of one coin per block
+    (Algorithm 2 step 11, O(d/b) per column), the nonzero blocks of column j come one after the
+    other with geometric gaps: the k-th (k = 0, 1, …)
     uses u = mix3(key, 4, j, k), U = ((u ≫ 11) + 1)·2⁻⁵³ and lies ⌊log U / log(1−q)⌋ + 1 blocks after
     the previous one (bits 0, 1, 2 of u are f_m, f_s, f_c). The blocks of a column are then independent
     Bernoulli(q), as in Algorithm 2, at O(q·d/b) work per column.
 
-    **Design choice**: at the same (seed, name) this is therefore a *different* matrix from the stored
-    operator, drawn from the same distribution D(b, q, d). A bank's ``storage`` is part of what
-    determines its matrices (like its family and seed); sketches made with one storage must be
-    decoded with the same storage.
+    :class:`BlockSparseOperator` stores exactly these blocks (same key, same matrix): the storage
+    changes memory and speed, never the matrix, so a sketch made with one storage decodes with the
+    other. (Until issue 11 the stored sampler drew one coin per block from another stream, and the
+    two storages were different draws of D(b, q, d).)
 
     Memory: O(d/G) integers (the blocks per group of G columns, computed on the first large apply)
     plus ``col_ptr`` (8(d+1) bytes) only if something asks for it (the column-norm correction of
@@ -392,7 +381,7 @@ class ImplicitBlockSparseOperator(_Operator):
         K.bsi_col_counts(j, j + 1, j, key, self.d, self.b, self._lq, cnt)
         rows = np.empty(int(cnt[0]), dtype=np.int32)
         signs = np.empty((int(cnt[0]), self.b), dtype=np.int8)
-        K.bsi_column_blocks(j, key, self.d, self.b, self._lq, rows, signs)
+        K.bs_fill(0, 1, j, key, self.d, self.b, self._lq, np.array([0, cnt[0]]), rows, signs)
         return rows, signs
 
     def column(self, j):
@@ -407,10 +396,8 @@ class ImplicitBlockSparseOperator(_Operator):
         return out
 
     def dense(self):
-        out = np.zeros((self.d, self.d))
-        run_rows(K.bsi_dense, self.d, self._expected_blocks() * self.b * 4, out, np.uint64(self.key), self.d,
-                 self.b, self._lq, self.scale)
-        return out
+        """The d×d matrix, through the stored operator of the same key (the same matrix; O(d²) anyway)."""
+        return BlockSparseOperator(self.d, self.b, self.q, self.key, self.name).dense()
 
     # ------------------------------------------------------------------ apply
     def _direct(self, m, L):
@@ -593,10 +580,8 @@ class MatrixBank:
         once and kept as its nonzero blocks (:class:`BlockSparseOperator`, memory ∝ q·d²).
         ``"implicit"``: nothing is stored, every use regenerates the blocks of each column from the
         counter-based generator (:class:`ImplicitBlockSparseOperator`, memory O(d)), for d in the
-        millions. The two draw **different matrices from the same distribution** at one seed (the
-        implicit one finds a column's nonzero blocks through geometric gaps instead of one coin per
-        block): the storage is part of the bank's identity, and sketches must be decoded with a bank
-        of the same storage.
+        millions. Both hold **the same matrices** at one seed: the storage changes memory and speed
+        only, and a sketch made with one storage decodes with the other.
 
     Notes
     -----

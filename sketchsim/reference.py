@@ -9,7 +9,7 @@ import math
 import numpy as np
 from scipy.linalg import hadamard as _hadamard_matrix
 
-from ._matrix_kernels import STREAM_BLOCK, STREAM_SIGMA_M, STREAM_SIGMA_S
+from ._matrix_kernels import STREAM_GAP, STREAM_SIGMA_M, STREAM_SIGMA_S
 from ._rng import mix_np
 from .matrices import module_name, tuple_name
 
@@ -129,31 +129,6 @@ def enc(j, b_m, b_s, d_sketch, block_size, block_prob):
     sigma = sigma + [b_m, b_s]                                           # append the parity bits
     sigma = sigma + [1] * (block_size // 3 - len(sigma))                 # pad with +1
     return np.array(sigma, dtype=np.float64) / math.sqrt(d_sketch * block_prob)
-
-
-def block_sparse_dense(d_sketch, block_size, block_prob, key):
-    """Algorithm 2, D(b, q, d), literally, from the same random bits as the Numba sampler.
-
-    Random bits: σ_m[t] from mix(key, 1, t, 0); σ_{s,j}[t] from mix(key, 2, j−1, t); block i of
-    column j uses u = mix(key, 3, j−1, i−1): f_m, f_s, f_c are bits 0, 1, 2 and η = [u>>11 < q·2^53].
-    """
-    d, b, q = d_sketch, block_size, block_prob
-    t = b // 3
-    scale = 1.0 / math.sqrt(d * q)
-    R = np.zeros((d, d))
-    sigma_m = _pm(mix_np(key, STREAM_SIGMA_M, np.arange(t), 0)) * scale          # step 4
-    for j in range(1, d + 1):                                                     # step 5
-        sigma_s = _pm(mix_np(key, STREAM_SIGMA_S, j - 1, np.arange(t))) * scale   # step 6
-        for i in range(1, d // b + 1):                                            # step 7
-            u = int(mix_np(key, STREAM_BLOCK, j - 1, i - 1))
-            f_m, f_s, f_c = (1 if (u >> k) & 1 else -1 for k in range(3))         # step 8
-            fp_m = f_m * np.sign(sigma_m[0])                                      # step 9
-            fp_s = f_s * np.sign(sigma_s[0])
-            sigma_c = enc(j, fp_m, fp_s, d, b, q)                                 # step 10
-            eta = (u >> 11) / 2.0 ** 53 < q                                       # step 11
-            if eta:                                                               # step 12-13
-                R[b * (i - 1):b * i, j - 1] = np.concatenate([f_s * sigma_s, f_c * sigma_c, f_m * sigma_m])
-    return R
 
 
 # ----------------------------------------------------------------------------- randomized Hadamard
@@ -485,16 +460,14 @@ def match_signature_scores(sig_hat, candidates):
 
 
 # ----------------------------------------------------------------------------- implicit D(b, q, d)
-def block_sparse_implicit_blocks(d_sketch, block_size, block_prob, key, j):
-    """Nonzero blocks of column j (0-based) of the implicit D(b, q, d), literally: [(i, u), ...].
+def block_sparse_blocks(d_sketch, block_size, block_prob, key, j):
+    """Nonzero blocks of column j (0-based) of D(b, q, d) (either storage), literally: [(i, u), ...].
 
     Geometric gaps (twin of ``_matrix_kernels._next_block``): the k-th nonzero block, k = 0, 1, …,
     uses u = mix(key, 4, j, k), U = ((u >> 11) + 1)·2⁻⁵³ and lies ⌊log U / log(1 − q)⌋ + 1 blocks
     after the previous one (the first after "block −1"); blocks at or past d/b end the column. For
     q = 1 every gap is 0. i is 0-based; u's bits 0, 1, 2 are f_m, f_s, f_c.
     """
-    from ._matrix_kernels import STREAM_GAP
-
     nb = d_sketch // block_size
     out, i, k = [], -1, 0
     while True:
@@ -511,9 +484,13 @@ def block_sparse_implicit_blocks(d_sketch, block_size, block_prob, key, j):
         k += 1
 
 
-def block_sparse_implicit_dense(d_sketch, block_size, block_prob, key):
-    """The implicit D(b, q, d) as a dense matrix: Algorithm 2's blocks (steps 4–13, as in
-    :func:`block_sparse_dense`) at the positions of :func:`block_sparse_implicit_blocks`."""
+def block_sparse_dense(d_sketch, block_size, block_prob, key):
+    """Algorithm 2, D(b, q, d), literally, from the same random bits as the Numba samplers (both storages).
+
+    Random bits: σ_m[t] from mix(key, 1, t, 0); σ_{s,j}[t] from mix(key, 2, j−1, t); the nonzero
+    blocks of column j (η = 1, step 11) and their u (f_m, f_s, f_c = bits 0, 1, 2, step 8) from
+    :func:`block_sparse_blocks` (geometric gaps: the blocks are independent Bernoulli(q)).
+    """
     d, b, q = d_sketch, block_size, block_prob
     t = b // 3
     scale = 1.0 / math.sqrt(d * q)
@@ -521,7 +498,7 @@ def block_sparse_implicit_dense(d_sketch, block_size, block_prob, key):
     sigma_m = _pm(mix_np(key, STREAM_SIGMA_M, np.arange(t), 0)) * scale          # step 4
     for j in range(1, d + 1):                                                     # step 5
         sigma_s = _pm(mix_np(key, STREAM_SIGMA_S, j - 1, np.arange(t))) * scale   # step 6
-        for i0, u in block_sparse_implicit_blocks(d, b, q, key, j - 1):           # steps 7, 11: η = 1
+        for i0, u in block_sparse_blocks(d, b, q, key, j - 1):           # steps 7, 11: η = 1
             f_m, f_s, f_c = (1 if (u >> k) & 1 else -1 for k in range(3))         # step 8
             fp_m = f_m * np.sign(sigma_m[0])                                      # step 9
             fp_s = f_s * np.sign(sigma_s[0])

@@ -170,7 +170,7 @@ def _bank_record(bank):
                          "repository cannot record")
     rec = {"family": bank.family, "d_sketch": bank.d_sketch, "seed": bank.seed,
            "block_size": bank.block_size, "block_prob": bank.block_prob}
-    if bank.storage == "implicit":         # part of the bank's identity: a different draw of D(b, q, d)
+    if bank.storage == "implicit":         # same matrices as stored; kept so a rebuild stays O(d) in memory
         rec["storage"] = bank.storage
     return rec
 

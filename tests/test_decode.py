@@ -353,7 +353,7 @@ def test_column_norm_decoders_match_the_literal_twin(family, d, kw):
 
     rng = np.random.default_rng(130)
     g, x, w = path_graph([2, 1], [0.6, 0.5], rng)          # target t of module P at depth 3, path (2, 1)
-    bank = MatrixBank(d, family, seed=4, **kw)
+    bank = MatrixBank(d, family, seed=5, **kw)
     s = _quiet_sketch(sketch, g, bank)
     M = {n: bank.dense(n) for n in ("module/P/1", "module/P/2", "tuple/1", "tuple/2")}
     word = ref.word_matrix([M[n] for n in literal_word([2, 1], "P")])
@@ -378,7 +378,11 @@ def test_column_norm_decoders_match_the_literal_twin(family, d, kw):
         ]
         for k, (got, want) in enumerate(cases):
             np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=f"case {k}, keep {keep}")
-    # the correction is on by default here, and really changes the estimate
+    # the correction is on by default here, and really changes the estimate where ‖R_{P,2} e_1‖ ≠ 1
+    # (a column of D(b, q, d) with other than q·d/b nonzero blocks: the bank seed is 5 below)
+    if family == "block-sparse":
+        op = bank.get("module/P/2")
+        assert op.col_ptr[1] - op.col_ptr[0] != round(op.q * d / op.b)
     assert not np.allclose(D.count(s, bank, "P", 3, w), D.count(s, bank, "P", 3, w, column_norm=False))
     # a batch decodes row by row (per-row weights)
     S = np.stack([s, 0.5 * s])
@@ -409,7 +413,7 @@ def test_column_norm_correction_removes_the_block_sparse_bias():
     # of the paper's estimator. Over many inputs with one bank, the slope of the uncorrected estimate
     # ⟨R e_j, s⟩/(c_h w) (written out here, c_2 = 1/32) on the truth is ‖R e_j‖²; the corrected
     # decoders' slope is 1 up to the cross-word noise. Count n̂ (Theorem 3(i)) and summed attributes
-    # (Theorem 3(ii)), depth 2, n ∈ 1..4 objects of P at w* = 0.2 each, 6 banks.
+    # (Theorem 3(ii)), depth 2, n ∈ 1..4 objects of P at w* = 0.2 each, 12 banks.
     d, b, q, w, L, B = 1536, 48, 0.15, 0.2, 4, 16
 
     def slope(est, truth):
@@ -418,7 +422,7 @@ def test_column_norm_correction_removes_the_block_sparse_bias():
 
     cnt = {"unc": [], "cor": [], "norm": []}
     att = {"unc": [], "cor": [], "norm": []}
-    for seed in range(6):
+    for seed in range(12):
         bank = MatrixBank(d, "block-sparse", seed=seed, block_size=b, block_prob=q)
         r2e1 = bank.dense("module/P/2")[:, 0]
         r1 = bank.dense("module/P/1")[:, :L]

@@ -72,8 +72,12 @@ def max_err(est, g):
     return max(float(np.max(np.abs(np.asarray(est[o]) - x))) for o, x in truth(g).items())
 
 
+# block-sparse at q = 0.75 (12 of 16 blocks per column on average), as in experiments/decoders_ls.py: at
+# q = 0.25 a column of some R is empty with probability 0.75^16 ≈ 1% per column, and an empty column can
+# make the design P rank-deficient (it does for bank seed 7), so joint LS is not exact for a reason that
+# is not the decoder's.
 BANKS = [("hadamard", 256, {}), ("haar", 128, {}), ("gaussian", 128, {}),
-         ("block-sparse", 768, {"block_size": 48, "block_prob": 0.25})]
+         ("block-sparse", 768, {"block_size": 48, "block_prob": 0.75})]
 
 
 @pytest.fixture(scope="module", params=BANKS, ids=[b[0] for b in BANKS])
