@@ -414,3 +414,16 @@ def test_table_provenance_counts_runs_per_commit_and_dirty_flag():
         df2 = pd.DataFrame({"git_commit": col, "git_dirty": [float("nan"), "False"]})
         assert V.table_provenance(df2) == [("(no git commit)", True, 1), ("c" * 40, False, 1)]
     assert V.table_provenance(pd.DataFrame({"git_commit": ["d" * 40]})) == [("d" * 40, True, 1)]
+
+
+def test_power_summary_names_the_claims_without_a_powered_number():
+    from sketchsim.harness.verify import power_summary
+
+    base = {"a": {"keys": {"k1": {"claim": "c1|haar|2", "halfwidth_ok": True},
+                           "k2": {"claim": "c1|haar|2", "halfwidth_ok": False},
+                           "k3": {"claim": "c2|gaussian|3", "halfwidth_ok": False}}},
+            "b": {"keys": {"k4": {"claim": "c3|-|-", "halfwidth_ok": False},
+                           "k5": {"claim": "c3|-|-", "halfwidth_ok": False}}}}
+    lines = power_summary(base)
+    assert "power: 1 of 5 checked numbers have it; 1 of 3 claims" in lines[1]
+    assert lines[2].endswith(": c2|gaussian|3, c3|-|-")

@@ -708,3 +708,24 @@ def explain(results_root="results", out=print):
             tol = "n/a" if ref["tol"] is None else f"{ref['tol']:.3g}"
             out(f"    {key}: {val} ± {tol}, theory band {_fmt_band(tuple(ref['band']))}, "
                 f"power {'yes' if ref.get('halfwidth_ok') else 'NO'}")
+    for line in power_summary(baselines):
+        out(line)
+
+
+def power_summary(baselines):
+    """Lines: how many checked numbers have the power their test is sized for, and the claims
+    (claim|family|depth) none of whose numbers has it, which the check guards by their regression
+    tolerances and their verdict alone."""
+    keys = [(ref.get("claim"), bool(ref.get("halfwidth_ok"))) for entry in baselines.values()
+            for ref in entry.get("keys", {}).values()]
+    powered = {}
+    for cid, ok in keys:
+        powered[cid] = powered.get(cid, False) or ok
+    weak = sorted(c for c, ok in powered.items() if not ok)
+    n_ok = sum(ok for _, ok in keys)
+    lines = ["", f"power: {n_ok} of {len(keys)} checked numbers have it; {len(powered) - len(weak)} of "
+             f"{len(powered)} claims (claim|family|depth) have at least one such number."]
+    if weak:
+        lines.append(f"claims with no powered number (checked by their verdict and regression tolerances "
+                     f"only; the quick profile cannot tell a factor-2 constant there): {', '.join(weak)}")
+    return lines
