@@ -92,8 +92,8 @@ MUTATIONS = (
         ("unrolling",), ("unrolling",)),
     Mutation(
         "parity_bit_flipped", "a flipped parity bit (f'_m) in the matrix signature of D(b, q, d)",
-        "sketchsim/_matrix_kernels.py", "blk_sign[p, t + 1 + nbits] = fc * fm * sm0",
-        "blk_sign[p, t + 1 + nbits] = -fc * fm * sm0",
+        "sketchsim/_matrix_kernels.py", "            elif s == t + 1 + nbits:\n                f = nc ^ nm\n",
+        "            elif s == t + 1 + nbits:\n                f = nc ^ nm ^ 1\n",
         ("thm4_dictlearn",), ("thm4", "thm4.prediction")),
 )
 
