@@ -48,10 +48,11 @@ against per-entry noise ‖s‖/√d, so the single-sample SNR is r = c_h W x_j 
 (:func:`identity_snr`), and a column is certified when r ≳ 2.3 (:func:`required_snr`, τ = 0.9).
 The other 15 words of a depth-2 object already give ‖s‖ ≥ 4·c_2·W, so r ≤ x_j/(4√q): even a lone
 depth-2 object needs q ≲ 0.012, hence d ≳ 6b/q ≈ 3·10⁴ (six nonzero blocks per column), and every
-other object adds noise (measured, experiments/thm5_teacher full profile, two top objects of
-weights w and 1 − w: the heavier one's module was learned in 7%, 38% and 83% of the runs at
-d = 25488, 51072 and 102000). A depth-3 object has r ≤ x_j/(64√q) (its parent's words are noise 64× its signal),
-which needs q ≲ 5·10⁻⁵, d ≈ 10⁷. The
+other object adds noise (experiments/thm5_teacher's full profile, two top objects of weights w and
+1 − w, measures how often the heavier one's module is learned at d = 25488, 51072 and 102000). A
+depth-3 object has r ≤ x_j/(64√q) (its parent's words are noise 64× its signal), which needs
+q ≲ 5·10⁻⁵, d ≳ 10⁷ (thm5_teacher's deep grid runs a single chain at d ≈ 10⁷ with a matrix-free
+bank: its middle object sits at about the floor there). The
 tuple matrices R_i and the R_{M,0} multiply dense subsketches, whose coordinates are all
 ≈ ‖u‖/√d: no column ever dominates a block, at any d, so they are never recovered, and levels ≥ 2
 certify nothing (their samples are the recovered attributes and e_1). Consequently the modules
