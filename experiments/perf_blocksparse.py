@@ -371,7 +371,7 @@ def _write(out_dir, samp, lim, app, sk):
                f"{samp['new_min_s']:.3f} s).", "",
                "The new sampler draws from another stream than the old one (the positions come from geometric "
                "gaps, not one coin per block): the same distribution D(b, q, d), a different matrix at the same "
-               f"seed, so every block-sparse result was re-run. Stored draw equal to the implicit operator's, "
+               f"seed: every block-sparse table must come from a run made after this change. Stored draw equal to the implicit operator's, "
                f"block for block (every {max(1, samp['d'] // 200)}th column): **{samp['same_as_implicit']}**. "
                f"Nonzero blocks: {samp['n_blocks']} (new), {samp['n_blocks_old']} (old), expected "
                f"q·d²/b = {samp['n_blocks_expected']:.0f}."]
