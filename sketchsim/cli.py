@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from ._io import atomic_save_npy, atomic_save_npz, available_memory_bytes, check_allocation, check_output_path
+from ._validation import STORAGES
 from .matrices import FAMILIES
 
 DUMP_LIMIT_BYTES = 4 * 2**30
@@ -33,13 +34,20 @@ def _bank_args(p, with_seed=True):
         p.add_argument("--seed", type=int, required=True, help="bank seed (nonnegative integer)")
     p.add_argument("--block-size", type=int, default=None, help="b of D(b, q, d) (block-sparse only)")
     p.add_argument("--block-prob", type=float, default=None, help="q of D(b, q, d) (block-sparse only)")
+    _storage_arg(p)
+
+
+def _storage_arg(p):
+    p.add_argument("--storage", default=None, choices=STORAGES,
+                   help="block-sparse only: 'stored' (default; memory ∝ q·d²) or 'implicit' (matrix-free, O(d) "
+                        "memory, for d in the millions); both give the same matrices")
 
 
 def _make_bank(args):
     from .matrices import MatrixBank
 
     return MatrixBank(args.d_sketch, args.family, args.seed, block_size=args.block_size,
-                      block_prob=args.block_prob)
+                      block_prob=args.block_prob, storage=args.storage)
 
 
 # ------------------------------------------------------------------------------------ sketch
@@ -334,6 +342,7 @@ def _add_repo(sub):
     g.add_argument("--family", default=None, choices=FAMILIES, help="random matrix family")
     g.add_argument("--block-size", type=int, default=None, help="b of D(b, q, d) (block-sparse only)")
     g.add_argument("--block-prob", type=float, default=None, help="q of D(b, q, d) (block-sparse only)")
+    _storage_arg(g)
     g.add_argument("--objects", action="store_true", help="also store the object sketches")
     g = p.add_argument_group("query")
     g.add_argument("--scene", type=int, default=None, metavar="I", help="query with the stored scene-<I>")

@@ -176,3 +176,24 @@ def test_verify_full_refuses_a_dirty_tree(tmp_path, capsys, monkeypatch, fixture
     assert main(["verify", "--profile", "full", "--experiments", FIXTURE, "--quiet"]) == 2
     assert "refuses a dirty tree" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sketch_command_with_implicit_storage_equals_stored(tmp_path, graph_file):
+    """--storage implicit gives the same matrices as the stored default (one draw of D(b, q, d)),
+    hence the same sketch to rounding; a storage for another family is a clear error (exit 2)."""
+    path, _ = graph_file
+    bs = ["--family", "block-sparse", "--seed", "5", "--d-sketch", "96", "--block-size", "48", "--block-prob", "0.5"]
+    outs = {}
+    for storage in ("stored", "implicit"):
+        outs[storage] = tmp_path / f"{storage}.npz"
+        assert main(["sketch", str(path), *bs, "--storage", storage, "--out", str(outs[storage]),
+                     "--dump-matrices"]) == 0
+    a, b = np.load(outs["stored"]), np.load(outs["implicit"])
+    for name in (k for k in a.files if k.startswith("matrix/")):
+        np.testing.assert_array_equal(a[name], b[name])
+    np.testing.assert_allclose(a["overall"], b["overall"], rtol=1e-12, atol=1e-15)
+    r = subprocess.run([sys.executable, "-m", "sketchsim", "sketch", str(path), "--family", "haar", "--seed", "1",
+                        "--d-sketch", "16", "--storage", "implicit", "--out", str(tmp_path / "x.npz")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "storage applies only to family 'block-sparse'" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "x.npz").exists()
