@@ -95,6 +95,11 @@ MUTATIONS = (
         "sketchsim/_matrix_kernels.py", "            elif s == t + 1 + nbits:\n                f = nc ^ nm\n",
         "            elif s == t + 1 + nbits:\n                f = nc ^ nm ^ 1\n",
         ("thm4_dictlearn",), ("thm4", "thm4.prediction")),
+    Mutation(
+        "ls_leaf_map_x2", "the least-squares decoders' leaf map A_M doubled (a c_h off by 2 in decode_ls only)",
+        "sketchsim/decode_ls.py", "        return _attr_map(bank, module, L)\n",
+        "        return 2.0 * _attr_map(bank, module, L)\n",
+        ("decoders_ls",), ("decoders.joint_ls",)),
 )
 
 
