@@ -218,7 +218,8 @@ def test_stored_and_implicit_storage_hold_the_same_matrix(d, b, q, seed, name):
     X = np.random.default_rng(seed).standard_normal((2, d))
     np.testing.assert_allclose(st.apply(X), im.apply(X), rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(st.apply_t(X), im.apply_t(X), rtol=1e-13, atol=1e-13)
-    np.testing.assert_array_equal(st.dense(), im.dense())
+    if d <= 1000:                                       # a dense d = 20400 pair would take 6.7 GB
+        np.testing.assert_array_equal(st.dense(), im.dense())
 
 
 @pytest.mark.parametrize("d,b,q,seed,name,digest", [
