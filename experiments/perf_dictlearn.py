@@ -55,6 +55,7 @@ from sketchsim import _dictlearn_kernels as K  # noqa: E402
 from sketchsim._io import atomic_path, atomic_write_text  # noqa: E402
 from sketchsim._parallel import run_rows  # noqa: E402
 from sketchsim.dictlearn import DEFAULTS, recover, warm_up  # noqa: E402
+from sketchsim.harness.studykit import median_time  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "results")
 TARGET_SCREEN = 0.25
@@ -63,15 +64,9 @@ TARGET_RATIO = 100.0
 
 
 def timeit(fn, min_time=1.0, max_reps=9, min_reps=5):
-    """Median wall time of ``fn()`` over repeats (after one untimed call)."""
-    fn()
-    times = []
-    t_start = time.perf_counter()
-    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - t_start < min_time):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), len(times)
+    """(median wall time of ``fn()``, repeats) after one untimed call
+    (:func:`sketchsim.harness.studykit.median_time`)."""
+    return median_time(fn, min_time, max_reps, min_reps, warm_up=True)
 
 
 @njit(cache=True, nogil=True)

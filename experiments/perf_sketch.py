@@ -43,6 +43,7 @@ import pandas as pd
 import sketchsim as ss
 from sketchsim import reference
 from sketchsim._io import atomic_write_text
+from sketchsim.harness.studykit import median_time
 from sketchsim.matrices import module_name, tuple_name
 from sketchsim.sketch import _plan
 
@@ -52,16 +53,9 @@ BLOCK = 48
 
 
 def timeit(fn, min_time=1.0, max_reps=7, min_reps=3):
-    """Median wall time of ``fn()`` over repeats (at least ``min_reps``, about ``min_time`` s)."""
-    times = []
-    t_start = time.perf_counter()
-    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - t_start < min_time):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if times[-1] > 5 * min_time and len(times) >= 1:
-            break
-    return float(np.median(times)), len(times)
+    """(median wall time of ``fn()``, repeats): at least ``min_reps``, about ``min_time`` s; a repeat
+    longer than 5·min_time ends the loop (:func:`sketchsim.harness.studykit.median_time`)."""
+    return median_time(fn, min_time, max_reps, min_reps, stop_after=5 * min_time)
 
 
 def blas_threads():

@@ -73,11 +73,7 @@ FIGURES = (FIG_COUNT, FIG_ATTR)
 
 
 def _g(family, d, weight, reps, b=None, q=None):
-    g = {"family": family, "d_sketch": d, "weight": weight}
-    if family == "block-sparse":
-        g.update(block_size=[b], block_prob=[q])
-    g["reps"] = reps
-    return g
+    return sk.family_grid(family, reps, b, q, d_sketch=d, weight=weight)
 
 
 PROFILES = {

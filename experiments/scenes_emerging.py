@@ -86,19 +86,19 @@ FIG_PUR = "scenes_emerging_purity_vs_d.png"
 FIGURES = (FIG_ACC, FIG_PUR)
 
 
-def _g(family, d, reps, b=None, q=None):
-    g = {"family": family, "d_sketch": d}
-    if family == "block-sparse":
-        g.update(block_size=[b], block_prob=[q])
-    g["reps"] = reps
-    return g
-
-
 PROFILES = {
-    "quick": [_g("hadamard", [1024], 5), _g("haar", [256], 5), _g("gaussian", [512], 5),
-              _g("block-sparse", [768], 5, 48, 0.5)],
-    "full": [_g("hadamard", [256, 1024, 4096, 16384], 10), _g("haar", [256, 512, 1024], 10),
-             _g("gaussian", [256, 512, 1024], 10), _g("block-sparse", [768, 1536, 3072], 10, 48, 0.5)],
+    "quick": [
+        sk.family_grid("hadamard", 5, d_sketch=[1024]),
+        sk.family_grid("haar", 5, d_sketch=[256]),
+        sk.family_grid("gaussian", 5, d_sketch=[512]),
+        sk.family_grid("block-sparse", 5, 48, 0.5, d_sketch=[768]),
+    ],
+    "full": [
+        sk.family_grid("hadamard", 10, d_sketch=[256, 1024, 4096, 16384]),
+        sk.family_grid("haar", 10, d_sketch=[256, 512, 1024]),
+        sk.family_grid("gaussian", 10, d_sketch=[256, 512, 1024]),
+        sk.family_grid("block-sparse", 10, 48, 0.5, d_sketch=[768, 1536, 3072]),
+    ],
 }
 
 

@@ -60,19 +60,19 @@ FIG_AGE = "scenes_aging.png"
 FIGURES = (FIG_P, FIG_AGE)
 
 
-def _g(family, d, reps, b=None, q=None):
-    g = {"family": family, "d_sketch": d}
-    if family == "block-sparse":
-        g.update(block_size=[b], block_prob=[q])
-    g["reps"] = reps
-    return g
-
-
 PROFILES = {
-    "quick": [_g("hadamard", [256, 1024], 2), _g("haar", [256], 2), _g("gaussian", [256], 2),
-              _g("block-sparse", [768], 2, 48, 0.5)],
-    "full": [_g("hadamard", [256, 1024, 4096], 8), _g("haar", [256, 512], 8), _g("gaussian", [256, 1024], 8),
-             _g("block-sparse", [768, 1536], 8, 48, 0.5)],
+    "quick": [
+        sk.family_grid("hadamard", 2, d_sketch=[256, 1024]),
+        sk.family_grid("haar", 2, d_sketch=[256]),
+        sk.family_grid("gaussian", 2, d_sketch=[256]),
+        sk.family_grid("block-sparse", 2, 48, 0.5, d_sketch=[768]),
+    ],
+    "full": [
+        sk.family_grid("hadamard", 8, d_sketch=[256, 1024, 4096]),
+        sk.family_grid("haar", 8, d_sketch=[256, 512]),
+        sk.family_grid("gaussian", 8, d_sketch=[256, 1024]),
+        sk.family_grid("block-sparse", 8, 48, 0.5, d_sketch=[768, 1536]),
+    ],
 }
 
 

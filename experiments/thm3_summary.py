@@ -85,11 +85,8 @@ FIGURES = (FIG_COUNT_D, FIG_COUNT_W, FIG_EXACT, FIG_ATTR)
 
 
 def _g(family, d_sketch, depth, weight, n_objects, reps, block_size=None, block_prob=None):
-    g = {"family": family, "d_sketch": d_sketch, "depth": depth, "weight": weight, "n_objects": n_objects}
-    if family == "block-sparse":
-        g.update(block_size=block_size, block_prob=block_prob)
-    g["reps"] = reps
-    return g
+    return sk.family_grid(family, reps, block_size, block_prob, d_sketch=d_sketch, depth=depth, weight=weight,
+                          n_objects=n_objects)
 
 
 PROFILES = {

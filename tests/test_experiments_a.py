@@ -369,3 +369,26 @@ def test_unrolling_claim_flips_with_a_wrong_object_sketch_constant(monkeypatch, 
     assert {"slope_attr", "slope_probe"} <= set(c.verdict()[1])
     probe = next(t for t in c.tests if t.key == "slope_probe")
     assert probe.estimate == pytest.approx(0.5, abs=0.1)
+
+
+def test_family_grid_keeps_key_order_and_adds_block_params_for_block_sparse_only():
+    from sketchsim.harness.studykit import family_grid
+
+    g = family_grid("haar", 4, 48, 0.5, d_sketch=[64], weight=[1.0])
+    assert list(g.items()) == [("family", "haar"), ("d_sketch", [64]), ("weight", [1.0]), ("reps", 4)]
+    g = family_grid("block-sparse", 2, 48, [0.25, 0.5], d_sketch=[768])
+    assert list(g.items()) == [("family", "block-sparse"), ("d_sketch", [768]), ("block_size", [48]),
+                               ("block_prob", [0.25, 0.5]), ("reps", 2)]
+
+
+def test_median_time_counts_calls():
+    from sketchsim.harness.studykit import median_time
+
+    calls = []
+    t, n = median_time(lambda: calls.append(1), min_time=0.0, max_reps=9, min_reps=4, warm_up=True)
+    assert n == 4 and len(calls) == 5 and t >= 0.0
+    calls.clear()
+    t, n = median_time(lambda: calls.append(1), min_time=0.0, max_reps=3, min_reps=5)
+    assert n == 3 and len(calls) == 3                      # max_reps bounds min_reps
+    t, n = median_time(lambda: sum(range(20000)), min_time=10.0, max_reps=7, min_reps=3, stop_after=0.0)
+    assert n == 1                                           # a repeat longer than stop_after ends the loop

@@ -140,6 +140,37 @@ def md_table(header, rows):
     return "\n".join(out)
 
 
+def median_time(fn, min_time=1.0, max_reps=7, min_reps=3, warm_up=False, stop_after=None):
+    """(median wall seconds of ``fn()``, repeats) for the benchmarks: at least ``min_reps`` repeats
+    and about ``min_time`` seconds in all, at most ``max_reps``; ``warm_up`` makes one untimed call
+    first; a repeat longer than ``stop_after`` seconds (None: never) ends the loop early."""
+    import time
+
+    if warm_up:
+        fn()
+    times = []
+    t_start = time.perf_counter()
+    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - t_start < min_time):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if stop_after is not None and times[-1] > stop_after:
+            break
+    return float(np.median(times)), len(times)
+
+
+def family_grid(family, reps, block_size=None, block_prob=None, **params):
+    """One grid of a study that sweeps matrix families: ``{"family": family, **params}``, then
+    ``block_size`` (b) and ``block_prob`` (q) of D(b, q, d) for ``"block-sparse"`` only (a scalar
+    becomes a one-value list), then ``reps``. Keys keep this order (grid order, hence run order)."""
+    g = {"family": family, **params}
+    if family == "block-sparse":
+        g.update(block_size=block_size if isinstance(block_size, list) else [block_size],
+                 block_prob=block_prob if isinstance(block_prob, list) else [block_prob])
+    g["reps"] = reps
+    return g
+
+
 def quiet_precondition():
     """Context manager that silences TheoremPreconditionWarning (deliberate settings)."""
     ctx = warnings.catch_warnings()
