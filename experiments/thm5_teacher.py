@@ -368,28 +368,6 @@ class HiddenTruth:
     columns: dict             # (name, j) -> {block row: signs (b,)}
 
 
-def _column_blocks(op, j):
-    """(block rows, signs (n, b) int8) of column j of a D(b, q, d) operator, stored or implicit."""
-    if hasattr(op, "blk_row"):
-        lo, hi = op.col_ptr[j], op.col_ptr[j + 1]
-        return op.blk_row[lo:hi], op.blk_sign[lo:hi]
-    return op.column_blocks(j)
-
-
-def _signature(op, max_scan=4096):
-    """Canonical σ̂_m of an operator (as ``studykit.canonical_signature``) from the first nonzero
-    block of its first columns, so that an implicit operator is never enumerated in full."""
-    if hasattr(op, "blk_row"):
-        return canonical_signature(op)
-    t = op.b // 3
-    for j in range(min(op.d, max_scan)):
-        rows, signs = op.column_blocks(j)
-        if len(rows):
-            sg = signs[0, 2 * t:].astype(np.int8)
-            return sg * sg[0]
-    return None
-
-
 def hidden_truth(bank, teacher, max_column=8):
     """:class:`HiddenTruth` of the matrices ``bank`` uses for ``teacher`` (evaluation only; works
     for stored and implicit banks: only the first ``max_column`` columns are generated)."""
@@ -397,9 +375,9 @@ def hidden_truth(bank, teacher, max_column=8):
     sigs, cols = {}, {}
     for nm in names:
         op = bank.get(nm)
-        sigs[nm] = _signature(op)
+        sigs[nm] = canonical_signature(op)
         for j in range(min(max_column, op.d)):
-            rows, signs = _column_blocks(op, j)
+            rows, signs = op.column_blocks(j)
             cols[(nm, j)] = dict(zip(np.asarray(rows).tolist(), np.array(signs, copy=True)))
     return HiddenTruth(names=names, signatures=sigs, columns=cols)
 

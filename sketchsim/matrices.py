@@ -219,22 +219,25 @@ class BlockSparseOperator(_Operator):
         super().__init__(d_sketch, name)
         self.b, self.q, self.key = int(block_size), float(block_prob), int(key)
         d, b = self.d, self.b
-        key = np.uint64(self.key)
-        lq = K.gap_log(self.q)
-        expected = int(self.q * (d // b) * d) + 1
-        counts = np.empty(d, dtype=np.int64)
-        run_rows(K.bsi_col_counts, d, expected * 20, 0, key, d, b, lq, counts)
-        self.col_ptr = np.zeros(d + 1, dtype=np.int64)
-        np.cumsum(counts, out=self.col_ptr[1:])
+        implicit = ImplicitBlockSparseOperator(d, b, self.q, self.key, name)   # the same blocks, not stored
+        self.col_ptr = implicit.col_ptr
         n = int(self.col_ptr[-1])
         self.blk_row = np.empty(n, dtype=np.int32)
         self.blk_sign = np.empty((n, b), dtype=np.int8)
-        run_rows(K.bs_fill, d, n * b * 4 + d * 20, 0, key, d, b, lq, self.col_ptr, self.blk_row, self.blk_sign)
-        self.scale = 1.0 / math.sqrt(d * self.q)
+        run_rows(K.bs_fill, d, n * b * 4 + d * 20, 0, np.uint64(self.key), d, b, implicit._lq, self.col_ptr,
+                 self.blk_row, self.blk_sign)
+        self.scale = implicit.scale
 
     @property
     def n_blocks(self):
         return int(self.col_ptr[-1])
+
+    def column_blocks(self, j):
+        """The nonzero blocks of column j (0-based): (block rows (n,) int32 ascending, signs (n, b) int8),
+        as :meth:`ImplicitBlockSparseOperator.column_blocks` (views of the stored arrays)."""
+        j = check_int("j", j, minimum=0, maximum=self.d - 1)
+        lo, hi = self.col_ptr[j], self.col_ptr[j + 1]
+        return self.blk_row[lo:hi], self.blk_sign[lo:hi]
 
     def _apply(self, X, out):
         out.fill(0.0)

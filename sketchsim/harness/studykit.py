@@ -259,21 +259,23 @@ def block_dims(d_target, block_size=0):
 
 
 def canonical_signature(op):
-    """σ̂_m of a D(b, q, d) operator (THEORY.md §6.2 step 4): the matrix-signature sub-block of any
-    nonzero block times its first entry, the same for every block; None without a nonzero block."""
-    if op.n_blocks == 0:
-        return None
+    """σ̂_m of a D(b, q, d) operator, stored or implicit (THEORY.md §6.2 step 4): the matrix-signature
+    sub-block of any nonzero block times its first entry, the same for every block (read from the
+    first nonempty column); None without a nonzero block."""
     t = op.b // 3
-    s = op.blk_sign[0, 2 * t:].astype(np.int8)
-    return s * s[0]
+    for j in range(op.d):
+        rows, signs = op.column_blocks(j)
+        if len(rows):
+            s = signs[0, 2 * t:].astype(np.int8)
+            return s * s[0]
+    return None
 
 
 def column_exact(res, c, op, j):
     """(every recovered block of column ``c`` of a DictionaryResult equals the true block of
     column ``j`` of ``op``, signs included; fraction of the true nonzero blocks recovered)."""
     rows, signs = res.column_blocks(c)
-    lo, hi = op.col_ptr[j], op.col_ptr[j + 1]
-    trows, tsign = op.blk_row[lo:hi], op.blk_sign[lo:hi]
+    trows, tsign = op.column_blocks(j)
     if not len(rows):
         return True, 0.0
     if not len(trows):
@@ -288,8 +290,7 @@ def column_hamming(res, c, op, j):
     from column ``j`` of ``op`` in sign pattern, and the true column's nonzero entries: a true block
     missing from the recovery or a recovered block not in the true column counts b entries, a
     shared block its differing signs (Theorem 4's Hamming distance, THEORY.md §9.2)."""
-    lo, hi = op.col_ptr[j], op.col_ptr[j + 1]
-    trows, tsign = op.blk_row[lo:hi], op.blk_sign[lo:hi]
+    trows, tsign = op.column_blocks(j)
     b = op.b
     if c is None:
         return len(trows) * b, len(trows) * b
