@@ -406,7 +406,10 @@ def test_table_provenance_counts_runs_per_commit_and_dirty_flag():
     lines = V._provenance_lines([(types.SimpleNamespace(NAME="x"), df, [])])
     text = "\n".join(lines)
     assert "0 of 1 tables come from a single clean commit" in text and "2 commit(s)" in text
-    assert "| x | 4 | aaaaaaaaaa (dirty tree): 2 runs; aaaaaaaaaa: 1 runs; bbbbbbbbbb: 1 runs |" in text
+    assert "| x | 4 | – | aaaaaaaaaa (dirty tree): 2 runs; aaaaaaaaaa: 1 runs; bbbbbbbbbb: 1 runs |" in text
+    timed = df.assign(time_s=[30.0, 60.0, 90.0, 120.0])           # Σ = 300 s = 5.0 min
+    assert "| x | 4 | 5.0 | aaaaaaaaaa (dirty tree)" in "\n".join(
+        V._provenance_lines([(types.SimpleNamespace(NAME="x"), timed, [])]))
     # outside a git checkout (e.g. the mutation suite's copy) a run records no commit: NaN after the
     # CSV round trip, on every pandas (string dtypes keep it missing)
     for col in (pd.Series([float("nan"), "c" * 40], dtype=object),
@@ -414,6 +417,22 @@ def test_table_provenance_counts_runs_per_commit_and_dirty_flag():
         df2 = pd.DataFrame({"git_commit": col, "git_dirty": [float("nan"), "False"]})
         assert V.table_provenance(df2) == [("(no git commit)", True, 1), ("c" * 40, False, 1)]
     assert V.table_provenance(pd.DataFrame({"git_commit": ["d" * 40]})) == [("d" * 40, True, 1)]
+
+
+def test_timing_line_hides_wall_times_of_resumed_studies():
+    comp = [(types.SimpleNamespace(NAME=n), None, []) for n in ("a", "b", "c")]
+    timing = {"wall_s": 100.0, "jobs": 2, "executor": "processes",
+              "per_experiment_s": {"a": 10.0, "b": 20.0, "c": 30.0}}
+    fresh = {"a": {"n_runs": 5, "done": 5, "cached": 0}, "b": {"n_runs": 4, "done": 4, "cached": 0}}
+    (line,) = V._timing_lines(timing, fresh, comp)
+    assert line == ("Sweep wall time of the last `sketchsim verify`: 100 s with 2 job(s), executor "
+                    "processes (a 10 s, b 20 s, c 30 s).")
+    resumed = {"a": {"n_runs": 5, "done": 2, "cached": 3}, "b": {"n_runs": 4, "done": 0, "cached": 4},
+               "c": {"n_runs": 6, "done": 6, "cached": 0}}
+    (line,) = V._timing_lines(timing, resumed, comp)
+    assert "(c 30 s)." in line and "a 10 s" not in line and "b 20 s" not in line
+    assert "7 of the 15 runs were computed before it started (a 3, b 4)" in line
+    assert V._timing_lines(None, resumed, comp) == []
 
 
 def test_power_summary_names_the_claims_without_a_powered_number():

@@ -416,8 +416,52 @@ def table_provenance(df):
     return sorted(((c, dy, n) for (c, dy), n in counts.items()), key=lambda t: (-t[2], t[0]))
 
 
+def _last_sweeps(results_dir, computed):
+    """{study: its ``<NAME>/last_sweep.json``} for the studies of ``computed`` that have one."""
+    out = {}
+    for mod, _, _ in computed:
+        path = os.path.join(results_dir, mod.NAME, "last_sweep.json")
+        if os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    out[mod.NAME] = json.load(fh)
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def _timing_lines(timing, sweeps, computed):
+    """REPORT.md's account of the time the last ``verify`` took.
+
+    A study whose last sweep found runs already done (``cached`` in its ``last_sweep.json``:
+    shards of an earlier, interrupted invocation) was not timed by that ``verify`` in full; its
+    wall time is not shown, and the line says how many runs the earlier invocations computed. The
+    tables' own Σ ``time_s`` (seconds of one worker per run, :func:`_provenance_lines`) is the
+    account that survives resumption.
+    """
+    if not timing:
+        return []
+    names = [mod.NAME for mod, _, _ in computed]
+    resumed = {k: v for k, v in sweeps.items() if k in names and v.get("cached")}
+    per = ", ".join(f"{k} {v:.0f} s" for k, v in timing.get("per_experiment_s", {}).items()
+                    if k not in resumed)
+    line = (f"Sweep wall time of the last `sketchsim verify`: {timing['wall_s']:.0f} s with "
+            f"{timing['jobs']} job(s), executor {timing['executor']}" + (f" ({per})." if per else "."))
+    if resumed:
+        n_cached = sum(int(v.get("cached", 0)) for v in resumed.values())
+        n_runs = sum(int(sweeps[k].get("n_runs", 0)) for k in names if k in sweeps)
+        which = ", ".join(f"{k} {int(v['cached'])}" for k, v in resumed.items())
+        line += (f" That `verify` resumed from shards of earlier, interrupted invocations of the same "
+                 f"profile: {n_cached} of the {n_runs} runs were computed before it started ({which}), "
+                 f"so its wall time covers only the rest; the run time of every table is in the "
+                 f"provenance table below (Σ of the runs' `time_s`).")
+    return [line]
+
+
 def _provenance_lines(computed):
-    """REPORT.md's account of where each table comes from (commit, clean or dirty tree)."""
+    """REPORT.md's account of where each table comes from (commit, clean or dirty tree), with each
+    table's run time: Σ of its runs' ``time_s`` (seconds of one worker per run, whatever the
+    number of workers, pauses or resumptions of the sweep)."""
     rows, clean_single, commits = [], 0, set()
     for mod, df, _ in computed:
         prov = table_provenance(df)
@@ -426,7 +470,9 @@ def _provenance_lines(computed):
             clean_single += 1
         text = "; ".join(f"{c[:10]}{' (dirty tree)' if dy else ''}: {n} runs" for c, dy, n in prov) \
             or "no provenance recorded"
-        rows.append(f"| {mod.NAME} | {len(df)} | {text} |")
+        t = float(np.nansum(np.asarray(df["time_s"], dtype=float))) if "time_s" in df and len(df) else float("nan")
+        rows.append(f"| {mod.NAME} | {len(df)} | {t / 60:.1f} | {text} |" if np.isfinite(t)
+                    else f"| {mod.NAME} | {len(df)} | – | {text} |")
     if not rows:
         return []
     n = len(rows)
@@ -436,8 +482,9 @@ def _provenance_lines(computed):
                                              "commit, not necessarily from the others'."))
     return ["", "## Provenance of the tables", "",
             "Each run records the commit it ran from and whether the tree was dirty (columns "
-            "`git_commit`, `git_dirty`). " + summary, "",
-            "| study | runs | commit (runs) |", "|---|---|---|"] + rows
+            "`git_commit`, `git_dirty`). " + summary + " Run time: Σ of the runs' `time_s`, in "
+            "minutes of one worker.", "",
+            "| study | runs | run time (min) | commit (runs) |", "|---|---|---|---|"] + rows
 
 
 def write_report(results_dir="results", figures_dir="paper_figs", profile=None, experiments=None,
@@ -467,10 +514,7 @@ def write_report(results_dir="results", figures_dir="paper_figs", profile=None, 
     if timing is None and os.path.exists(tpath):
         with open(tpath, encoding="utf-8") as fh:
             timing = json.load(fh)
-    if timing:
-        per = ", ".join(f"{k} {v:.0f} s" for k, v in timing.get("per_experiment_s", {}).items())
-        lines.append(f"Sweep wall time of the last `sketchsim verify`: {timing['wall_s']:.0f} s with "
-                     f"{timing['jobs']} job(s), executor {timing['executor']}" + (f" ({per})." if per else "."))
+    lines += _timing_lines(timing, _last_sweeps(results_dir, computed), computed)
     lines += _provenance_lines(computed)
     lines += ["", "## Verdicts", "",
               "Every claim is decided per matrix family (the paper's haar, gaussian and block-sparse "
