@@ -435,6 +435,22 @@ def test_timing_line_hides_wall_times_of_resumed_studies():
     assert V._timing_lines(None, resumed, comp) == []
 
 
+def test_last_verify_time_flags_a_resumed_verify_and_sums_the_run_times(tmp_path):
+    import json
+
+    assert V.last_verify_time(str(tmp_path)) is None
+    (tmp_path / "verify_timing.json").write_text(json.dumps(
+        {"wall_s": 50.0, "jobs": 2, "executor": "processes", "per_experiment_s": {"a": 30.0, "b": 20.0}}))
+    for name, sweep, times in (("a", {"n_runs": 3, "done": 3, "cached": 0}, "1.5,2.5,4.0"),
+                               ("b", {"n_runs": 2, "done": 0, "cached": 2}, "10.0,20.0")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "last_sweep.json").write_text(json.dumps(sweep))
+        (tmp_path / f"{name}.csv").write_text("run_id,time_s\n" + "\n".join(
+            f"r{k},{t}" for k, t in enumerate(times.split(","))) + "\n")
+    t = V.last_verify_time(str(tmp_path))
+    assert t == {"wall_s": 50.0, "jobs": 2, "n_runs": 5, "cached_runs": 2, "run_time_s": 38.0}
+
+
 def test_power_summary_names_the_claims_without_a_powered_number():
     from sketchsim.harness.verify import power_summary
 

@@ -430,6 +430,42 @@ def _last_sweeps(results_dir, computed):
     return out
 
 
+def last_verify_time(results_dir="results"):
+    """How long the last ``verify`` into ``results_dir`` took, from the files it leaves there.
+
+    Returns None without a ``verify_timing.json``; else a dict: ``wall_s`` and ``jobs`` of that
+    invocation, ``n_runs`` and ``cached_runs`` over the studies of its ``per_experiment_s`` (from
+    their ``<NAME>/last_sweep.json``: runs found already done, i.e. computed by earlier, interrupted
+    invocations) and ``run_time_s``, Σ ``time_s`` of those studies' tables (seconds of one worker).
+    ``wall_s`` times the whole profile only when ``cached_runs`` is 0; otherwise
+    ``run_time_s / jobs`` is a lower bound of an uninterrupted run's wall time.
+    """
+    tpath = os.path.join(results_dir, "verify_timing.json")
+    if not os.path.exists(tpath):
+        return None
+    with open(tpath, encoding="utf-8") as fh:
+        timing = json.load(fh)
+    names = list(timing.get("per_experiment_s", {}))
+    n_runs = cached = 0
+    run_time = 0.0
+    for name in names:
+        spath = os.path.join(results_dir, name, "last_sweep.json")
+        if os.path.exists(spath):
+            with open(spath, encoding="utf-8") as fh:
+                sweep = json.load(fh)
+            n_runs += int(sweep.get("n_runs", 0))
+            cached += int(sweep.get("cached", 0))
+        cpath = os.path.join(results_dir, f"{name}.csv")
+        if os.path.exists(cpath):
+            import pandas as pd
+
+            col = pd.read_csv(cpath, usecols=lambda c: c == "time_s")
+            if "time_s" in col:
+                run_time += float(np.nansum(pd.to_numeric(col["time_s"], errors="coerce")))
+    return {"wall_s": float(timing["wall_s"]), "jobs": int(timing["jobs"]), "n_runs": n_runs,
+            "cached_runs": cached, "run_time_s": run_time}
+
+
 def _timing_lines(timing, sweeps, computed):
     """REPORT.md's account of the time the last ``verify`` took.
 
