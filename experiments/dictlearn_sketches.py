@@ -80,7 +80,7 @@ import sketchsim as ss
 from sketchsim.dictlearn import DEFAULTS, PAPER_COUNT_FRAC
 from sketchsim.harness.claims import Claim, rate_test
 from sketchsim.harness.studykit import (block_dims, canonical_signature, column_exact, column_hamming, grid_text,
-                                        md_table, quiet_precondition, quiet_recover)
+                                        md_table, quiet_precondition, quiet_recover, warm_up_dictlearn)
 
 NAME = "dictlearn_sketches"
 TITLE = "Dictionary learning from sketches (the real setting)"
@@ -283,11 +283,7 @@ def run_one(params, rng):
     return out
 
 
-def warm_up():
-    from sketchsim.dictlearn import warm_up as wu
-
-    wu()
-    ss.warm_up()
+warm_up = warm_up_dictlearn
 
 
 # ================================================================================ claims

@@ -123,7 +123,7 @@ import sketchsim as ss
 from sketchsim.dictlearn import DEFAULTS, PAPER_COUNT_FRAC
 from sketchsim.harness.claims import Claim, mean_test, rate_test
 from sketchsim.harness.studykit import (block_dims, canonical_signature, column_exact, column_hamming, grid_text,
-                                        md_table, quiet_recover)
+                                        md_table, quiet_recover, warm_up_dictlearn)
 
 NAME = "thm4_dictlearn"
 TITLE = "Theorem 4 — recursable dictionary learning (own setting)"
@@ -825,11 +825,7 @@ def run_levels(p, rng):
     return out
 
 
-def warm_up():
-    from sketchsim.dictlearn import warm_up as wu
-
-    wu()
-    ss.warm_up()
+warm_up = warm_up_dictlearn
 
 
 # ================================================================================ report helpers

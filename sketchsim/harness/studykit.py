@@ -192,6 +192,19 @@ def warm_up():
         ss.warm_up()
 
 
+def warm_up_dictlearn():
+    """Compile the dictionary learner's Numba kernels, then the engine's (:func:`warm_up`).
+
+    One function object for every study that learns (and :func:`warm_up` for every study that only
+    sketches): ``verify``'s workers warm each distinct ``warm_up`` as one unit, in rotated orders,
+    so two studies with copies of the same warm-up would have both workers compile the same
+    kernels at once on a cold cache."""
+    from sketchsim.dictlearn import warm_up as warm_up_learner
+
+    warm_up_learner()
+    warm_up()
+
+
 
 
 def families_in(df):
