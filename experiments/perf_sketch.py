@@ -204,6 +204,39 @@ def _timed(fn):
                  "sys_s": r1.ru_stime - r0.ru_stime, "minflt": r1.ru_minflt - r0.ru_minflt}
 
 
+def bench_gather_block(op, rounds=5, n_rows=16):
+    """Pass 1 + pass 2 of the blocked gather (``_hadamard_kernels._gather_blocked``) of ``op``'s
+    permutation on ``n_rows`` cold rows (n_rows·d·8 bytes, beyond the caches), 1 thread, with the
+    fixed block C = 4096 used before and with ``gather_block(d)``, interleaved: (ms per row, ms per
+    row, C, same bits)."""
+    from sketchsim import _hadamard_kernels as HK
+
+    d = op.d
+    x = np.random.default_rng(1).standard_normal((n_rows, d))
+    plans = {}
+    for C in (HK.GATHER_BLOCK_MIN, HK.gather_block(d)):
+        pos, q = np.empty(d, np.int32), np.empty(d, np.uint16)
+        HK.gather_plan(op.perm, C, pos, q)
+        plans[C] = (pos, q, np.empty(C), np.empty((n_rows, d)))
+    t = {C: [] for C in plans}
+
+    def run(C):
+        pos, q, buf, y = plans[C]
+        for i in range(n_rows):
+            HK._gather_blocked(x[i], y[i], pos, q, op.signs[2], buf)
+
+    for C in plans:
+        run(C)
+    for r in range(rounds):
+        for C in (list(plans) if r % 2 == 0 else list(plans)[::-1]):
+            t0 = time.perf_counter()
+            run(C)
+            t[C].append((time.perf_counter() - t0) / n_rows)
+    c_old, c_new = list(plans)
+    same = bool(np.array_equal(plans[c_old][3], plans[c_new][3]))
+    return float(np.median(t[c_old])) * 1e3, float(np.median(t[c_new])) * 1e3, c_new, same
+
+
 def bench_hadamard_target(graph, limits, rounds=5):
     """The issue-11 target: hadamard sketch of ``graph`` at d = 2^20 in < 1 s on 2 threads.
 
@@ -252,6 +285,7 @@ def bench_hadamard_target(graph, limits, rounds=5):
         y = np.empty((1, d))
         op._apply_rows(x, None, y, 0.5)
         t_row, _ = timeit(lambda: op._apply_rows(x, None, y, 0.5), min_time=0.3, max_reps=15, min_reps=15)
+        g_old, g_new, g_block, g_same = bench_gather_block(op)
     finally:
         numba.set_num_threads(n0)
     identical = bool(np.array_equal(engine_1, sketches[counts[0]]))
@@ -265,6 +299,8 @@ def bench_hadamard_target(graph, limits, rounds=5):
                      "sys_s": med["sys_s"], "minflt": med["minflt"], "first_call_s": first["time_s"],
                      "operator_rows": n_rows, "row_time_s": t_row, "bound_s": n_rows * t_row / n,
                      "bits_identical_engine_threads": identical, "max_abs_diff_blas_threads": diff_all,
+                     "gather_ms_block4096": g_old, "gather_ms_block_d": g_new, "gather_block_d": g_block,
+                     "gather_bits_identical": g_same,
                      "load_avg_1min": os.getloadavg()[0]})
     df = pd.DataFrame(rows)
     t2 = float(df[df.threads == counts[0]].time_s.iloc[0])
@@ -306,8 +342,13 @@ def hadamard_target_lines(tgt, limits):
         f"{bool(r2.bits_identical_engine_threads)}; 1 thread with BLAS also on 1 differs from {int(r2.threads)} by "
         f"max |diff| {r2.max_abs_diff_blas_threads:.1e} (OpenBLAS's GEMM of the attribute maps rounds differently "
         f"with 1 and 2 threads; as before this change)",
-        "",
     ]
+    if "gather_ms_block_d" in tgt and np.isfinite(r2.gather_ms_block_d):
+        lines.append(f"- the gather P x of one cold row (1 thread, interleaved, medians): blocks of 4096 entries "
+                     f"{r2.gather_ms_block4096:.2f} ms, blocks of gather_block(d) = {int(r2.gather_block_d)} "
+                     f"{r2.gather_ms_block_d:.2f} ms (×{r2.gather_ms_block4096 / r2.gather_ms_block_d:.2f}); "
+                     f"the same bits: {bool(r2.gather_bits_identical)}")
+    lines.append("")
     return lines
 
 

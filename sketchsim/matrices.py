@@ -522,12 +522,12 @@ class HadamardOperator(_Operator):
         first use, 6 bytes per coordinate), else empty arrays (direct gather)."""
         plan = self.__dict__.get("_gplan")
         if plan is None:
-            if self.d < max(HK.GATHER_BLOCK_MIN_D, HK.GATHER_BLOCK):
+            if self.d < max(HK.GATHER_BLOCK_MIN_D, 2 * HK.GATHER_BLOCK_MIN):
                 plan = (HK.NO_POS, HK.NO_Q)
             else:
                 pos = np.empty(self.d, dtype=np.int32)
                 q = np.empty(self.d, dtype=np.uint16)
-                HK.gather_plan(self.perm, HK.GATHER_BLOCK, pos, q)
+                HK.gather_plan(self.perm, HK.gather_block(self.d), pos, q)
                 plan = (pos, q)
             self._gplan = plan
         return plan

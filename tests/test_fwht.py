@@ -142,7 +142,8 @@ def test_hadamard_results_do_not_depend_on_thread_count():
 from sketchsim import _hadamard_kernels as HK  # noqa: E402
 
 
-@pytest.mark.parametrize("d,block", [(16, 4), (256, 16), (2 ** 12, 256), (2 ** 16, HK.GATHER_BLOCK)])
+@pytest.mark.parametrize("d,block", [(16, 4), (256, 16), (2 ** 12, 256), (2 ** 16, HK.GATHER_BLOCK_MIN),
+                                     (2 ** 18, HK.gather_block(2 ** 18))])
 def test_gather_plan_and_blocked_gather_match_their_twins(d, block):
     rng = np.random.default_rng(d)
     perm = rng.permutation(d).astype(np.int32)
