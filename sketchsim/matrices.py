@@ -522,7 +522,7 @@ class HadamardOperator(_Operator):
         first use, 6 bytes per coordinate), else empty arrays (direct gather)."""
         plan = self.__dict__.get("_gplan")
         if plan is None:
-            if self.d < max(HK.GATHER_BLOCK_MIN_D, 2 * HK.GATHER_BLOCK_MIN):
+            if self.d < HK.GATHER_BLOCK_MIN_D:
                 plan = (HK.NO_POS, HK.NO_Q)
             else:
                 pos = np.empty(self.d, dtype=np.int32)
