@@ -298,16 +298,18 @@ def _attr_map(bank, module, L):
 
     A_M = ½(I+R_{M,0}) · ¼(I+R_1) · ½R_{M,1}[:, :L] and c_M = ½(I+R_{M,0}) · ¼(I+R_1) · ½R_{M,2}e_1:
     the whole s_object of a leaf (s_input = 0), and the s_attr branch of any object. Built once per
-    (bank, module, L) from L+1 operator applications and cached on the bank.
+    (bank, module, L) from L+1 operator applications and cached on the bank; the intermediate
+    lives in the thread's workspace (at d = 2^20 fresh temporaries cost more in page faults than
+    the transforms), which changes no value.
     """
     key = ("attr-map", module, L)
     V = bank._cache.get(key)
     if V is None:
-        Y = np.zeros((L + 1, bank.d_sketch))
-        Y[:L] = bank.get(module_name(module, 1)).apply(np.eye(L))
+        Y = np.empty((L + 1, bank.d_sketch))              # the only fresh pages: the cached map
+        bank.get(module_name(module, 1)).apply(np.eye(L), out=Y[:L])
         Y[L] = _e1_image(bank.get(module_name(module, 2)))
         Y *= 0.5                                            # s_attr = ½R_{M,1}x + ½R_{M,2}e_1
-        Z = np.empty_like(Y)
+        Z = _workspace("attr-map", L + 1, bank.d_sketch)
         bank.get(tuple_name(1))._apply_rows(Y, None, Z, 0.25)        # ½ · (I+R_1)/2 of the (attr, input) tuple
         bank.get(module_name(module, 0))._apply_rows(Z, None, Y, 0.5)   # (I+R_{M,0})/2
         V = bank._cache[key] = Y
