@@ -64,13 +64,41 @@ def _stream_base(key, a):
 
 
 @njit(cache=True, nogil=True)
-def bs_apply(r0_, r1_, X, out, col_ptr, blk_row, blk_sign, b, scale):
+def bs_apply(r0_, r1_, X, out, col_ptr, blk_row, blk_sign, b, scale, tile=False):
     """out[k] = R @ X[k] for rows k in [r0_, r1_) (rows of X may be shorter than d: zero padding).
 
-    ``out`` is zeroed on entry.
+    ``out`` is zeroed on entry. Summation order (every kernel of R X below keeps it, so they agree
+    bit for bit; ``reference.block_sparse_apply`` is the literal twin): out[k, i] starts at 0.0 and
+    adds ±(X[k, j]·scale) for the nonzero entries (i, j) of row i in increasing j. Skipping a zero
+    X[k, j] or adding its ±0.0 gives the same bits (a sum that starts at +0.0 never becomes −0.0).
+    With ``tile``, rows go four at a time (one pass over the blocks feeds four rows; a column is
+    skipped only where all four are zero), the rest one at a time (each row skips its own zeros).
     """
     L = X.shape[1]
-    for k in range(r0_, r1_):
+    k = r0_
+    while tile and k + 4 <= r1_:
+        o0 = out[k]
+        o1 = out[k + 1]
+        o2 = out[k + 2]
+        o3 = out[k + 3]
+        for j in range(L):
+            v0 = X[k, j] * scale
+            v1 = X[k + 1, j] * scale
+            v2 = X[k + 2, j] * scale
+            v3 = X[k + 3, j] * scale
+            if v0 == 0.0 and v1 == 0.0 and v2 == 0.0 and v3 == 0.0:
+                continue
+            for p in range(col_ptr[j], col_ptr[j + 1]):
+                r0 = blk_row[p] * b
+                sg = blk_sign[p]
+                for t in range(b):
+                    s = np.float64(sg[t])
+                    o0[r0 + t] += v0 * s
+                    o1[r0 + t] += v1 * s
+                    o2[r0 + t] += v2 * s
+                    o3[r0 + t] += v3 * s
+        k += 4
+    for k in range(k, r1_):
         for j in range(L):
             xj = X[k, j]
             if xj == 0.0:
@@ -83,10 +111,93 @@ def bs_apply(r0_, r1_, X, out, col_ptr, blk_row, blk_sign, b, scale):
 
 
 @njit(cache=True, nogil=True)
-def bs_apply_t(r0_, r1_, X, out, col_ptr, blk_row, blk_sign, b, scale):
-    """out[k] = R^T @ X[k] for rows k in [r0_, r1_)."""
+def bs_apply_batch(k0_, k1_, XT, outT, col_ptr, blk_row, blk_sign, b, scale):
+    """outT[:, k] = R @ XT[:, k] for batch columns k in [k0_, k1_): :func:`bs_apply` with the batch
+    as the minor (contiguous) axis, XT of shape (L, m) and outT (d, m), so that each block entry
+    updates a run of contiguous batch values (vectorised). Same summation order, same bits;
+    ``outT[:, k0_:k1_]`` is zeroed here."""
+    L = XT.shape[0]
+    d = outT.shape[0]
+    n = k1_ - k0_
+    v = np.empty(n)
+    for i in range(d):
+        o = outT[i, k0_:k1_]
+        for k in range(n):
+            o[k] = 0.0
+    for j in range(L):
+        xr = XT[j, k0_:k1_]
+        for k in range(n):
+            v[k] = xr[k] * scale
+        for p in range(col_ptr[j], col_ptr[j + 1]):
+            r0 = blk_row[p] * b
+            sg = blk_sign[p]
+            for t in range(b):
+                s = np.float64(sg[t])
+                o = outT[r0 + t, k0_:k1_]
+                for k in range(n):
+                    o[k] += v[k] * s
+
+
+@njit(cache=True, nogil=True)
+def _bs_apply_t8(X, k, out, ko, col_ptr, blk_row, blk_sign, b, scale):
+    """out[ko + r] = Rᵀ X[k + r] for r < 8 (:func:`bs_apply_t`): eight independent sums in flight
+    instead of one addition chain, the same chain per row."""
     d = X.shape[1]
-    for k in range(r0_, r1_):
+    x0 = X[k]
+    x1 = X[k + 1]
+    x2 = X[k + 2]
+    x3 = X[k + 3]
+    x4 = X[k + 4]
+    x5 = X[k + 5]
+    x6 = X[k + 6]
+    x7 = X[k + 7]
+    for j in range(d):
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        for p in range(col_ptr[j], col_ptr[j + 1]):
+            r0 = blk_row[p] * b
+            sg = blk_sign[p]
+            for t in range(b):
+                s = sg[t]
+                i = r0 + t
+                a0 += s * x0[i]
+                a1 += s * x1[i]
+                a2 += s * x2[i]
+                a3 += s * x3[i]
+                a4 += s * x4[i]
+                a5 += s * x5[i]
+                a6 += s * x6[i]
+                a7 += s * x7[i]
+        out[ko, j] = a0 * scale
+        out[ko + 1, j] = a1 * scale
+        out[ko + 2, j] = a2 * scale
+        out[ko + 3, j] = a3 * scale
+        out[ko + 4, j] = a4 * scale
+        out[ko + 5, j] = a5 * scale
+        out[ko + 6, j] = a6 * scale
+        out[ko + 7, j] = a7 * scale
+
+
+@njit(cache=True, nogil=True)
+def bs_apply_t(r0_, r1_, X, out, col_ptr, blk_row, blk_sign, b, scale):
+    """out[k] = R^T @ X[k] for rows k in [r0_, r1_).
+
+    Summation order (``reference.block_sparse_apply_t``): out[k, j] = scale · (0.0 + Σ sign·X[k, i]
+    over the nonzero entries (i, j) of column j in increasing i). Eight rows at a time
+    (:func:`_bs_apply_t8`); 2–7 rows left over go through it zero-padded, a lone row on its own.
+    """
+    d = X.shape[1]
+    k = r0_
+    while k + 8 <= r1_:
+        _bs_apply_t8(X, k, out, k, col_ptr, blk_row, blk_sign, b, scale)
+        k += 8
+    n = r1_ - k
+    if n > 1:
+        pad = np.zeros((8, d))
+        pad[:n] = X[k:r1_]
+        res = np.empty((8, d))
+        _bs_apply_t8(pad, 0, res, 0, col_ptr, blk_row, blk_sign, b, scale)
+        out[k:r1_] = res[:n]
+    elif n == 1:
         for j in range(d):
             acc = 0.0
             for p in range(col_ptr[j], col_ptr[j + 1]):

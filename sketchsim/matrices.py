@@ -195,6 +195,18 @@ class ZeroOperator(_Operator):
     nbytes = 0
 
 
+BATCH_MINOR_MIN_ROWS = 16
+BATCH_MINOR_MIN_DENSITY = 0.25
+TILE_MIN_DENSITY = 0.35
+"""Kernel choice of the stored block-sparse R X (every kernel gives the same bits, so the choice
+never changes a result). With at least ``BATCH_MINOR_MIN_ROWS`` rows of which at least
+``BATCH_MINOR_MIN_DENSITY`` of the entries are nonzero: the batch as the contiguous axis
+(``_matrix_kernels.bs_apply_batch``, vectorised, but it visits every column); else four rows per
+pass when at least ``TILE_MIN_DENSITY`` are nonzero; else one row at a time, each skipping its own
+zeros. Measured on 1 thread, d = 3072, q = 0.5, 32 rows (ms, row kernel → tiles → batch): dense
+rows 130 → 65 → 25; half zeros 98 → 69 → 41; 75% zeros 46 → 52 → 31; 90% zeros 15 → 20 → 30."""
+
+
 class BlockSparseOperator(_Operator):
     """A draw of D(b, q, d) stored as nonzero blocks per column (paper §4.3, Algorithms 1–2).
 
@@ -240,10 +252,17 @@ class BlockSparseOperator(_Operator):
         return self.blk_row[lo:hi], self.blk_sign[lo:hi]
 
     def _apply(self, X, out):
-        out.fill(0.0)
-        work = X.shape[0] * self.n_blocks * self.b * X.shape[1] // self.d
-        run_rows(K.bs_apply, X.shape[0], work, X, out, self.col_ptr, self.blk_row, self.blk_sign, self.b,
-                 self.scale)
+        m = X.shape[0]
+        work = m * self.n_blocks * self.b * X.shape[1] // self.d
+        args = (self.col_ptr, self.blk_row, self.blk_sign, self.b, self.scale)
+        density = np.count_nonzero(X) / max(1, X.size)
+        if m >= BATCH_MINOR_MIN_ROWS and density >= BATCH_MINOR_MIN_DENSITY:
+            outT = np.empty((self.d, m))
+            run_rows(K.bs_apply_batch, m, work, np.ascontiguousarray(X.T), outT, *args)
+            out[:] = outT.T
+        else:
+            out.fill(0.0)
+            run_rows(K.bs_apply, m, work, X, out, *args, density >= TILE_MIN_DENSITY)
         return out
 
     def _apply_t(self, X, out):

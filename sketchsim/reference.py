@@ -505,3 +505,35 @@ def block_sparse_dense(d_sketch, block_size, block_prob, key):
             sigma_c = enc(j, fp_m, fp_s, d, b, q)                                 # step 10
             R[b * i0:b * (i0 + 1), j - 1] = np.concatenate([f_s * sigma_s, f_c * sigma_c, f_m * sigma_m])
     return R
+
+
+def block_sparse_apply(R, X):
+    """R X of a dense block-sparse R for rows X (m, L ≤ d), in the stored kernels' summation order.
+
+    out[k, i] = 0.0 + R[i, 0]·X[k, 0] + R[i, 1]·X[k, 1] + …, one rounding per term, columns in
+    increasing order (``_matrix_kernels.bs_apply``; an entry ±1/√(dq) times X[k, j] is the kernels'
+    ±(X[k, j]·scale), and a zero entry adds ±0.0, which changes no sum that starts at +0.0).
+    """
+    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    out = np.zeros((X.shape[0], R.shape[0]))
+    for j in range(X.shape[1]):
+        out += X[:, j:j + 1] * R[:, j][None, :]
+    return out
+
+
+def block_sparse_apply_t(R, X):
+    """Rᵀ X of a dense block-sparse R for rows X (m, d), in the stored kernels' summation order.
+
+    out[k, j] = scale · (0.0 + Σ sign(R[i, j])·X[k, i] over the nonzero entries of column j in
+    increasing i), scale = |nonzero entry| = 1/√(dq) (``_matrix_kernels.bs_apply_t``).
+    """
+    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    nz = R[R != 0]
+    scale = float(np.abs(nz[0])) if nz.size else 0.0
+    out = np.zeros((X.shape[0], R.shape[1]))
+    for j in range(R.shape[1]):
+        acc = np.zeros(X.shape[0])
+        for i in np.flatnonzero(R[:, j]):
+            acc = acc + np.sign(R[i, j]) * X[:, i]
+        out[:, j] = acc * scale
+    return out
