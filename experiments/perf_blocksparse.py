@@ -26,6 +26,14 @@
 * the **implicit operator** at that d: ``apply`` of 1 and 8 dense rows and ``apply_t`` of 1 row, in
   updates per second (nonzero entries × rows / time) against those limits.
 
+* the **stored operator's kernels** at d = 1008 … 6144 (:func:`bench_stored`, its own files
+  ``results/perf_blocksparse_stored.{csv,md}``; ``--only stored`` runs it alone, in about a minute):
+  R X and Rᵀ X as the library runs them against the kernels before this change (one row at a time,
+  still the library's path for sparse rows) and against a dense float64 GEMM of the same matrix
+  (the issue's "4–5× slower than dense"), 1 numba and 1 BLAS thread, interleaved rounds, medians,
+  whether the outputs are bit-identical, and the update rates against this machine's L1 axpy rate
+  measured in the same run.
+
 Results: ``results/perf_blocksparse.csv`` and ``results/perf_blocksparse.md``. The machine is shared
 (2 cores, other jobs running): absolute times are noisy; CPU times and interleaved ratios are the
 meaningful numbers.
@@ -285,6 +293,121 @@ def bench_apply(d=BIG_D, b=BIG_B):
             "rows": rows}
 
 
+STORED_CASES = [(1008, 48, 0.5, 1, 1.0), (1008, 48, 0.5, 8, 1.0), (1008, 48, 0.5, 32, 1.0),
+                (3072, 48, 0.5, 32, 1.0), (3072, 48, 0.5, 32, 0.5), (3072, 48, 0.25, 8, 1.0),
+                (6144, 48, 0.5, 32, 1.0)]
+"""(d, b, q, rows m, fraction of nonzero entries per row) of :func:`bench_stored`: d ≈ 1000 of the
+issue's table, and the shapes of ``scenes_decode``'s block-sparse runs (32 attribute coordinates
+through a path word, q = 0.5), one of them with half-zero rows."""
+
+
+def _stored_rates(reps=7):
+    """This machine's L1 axpy update rate on 1 thread (G updates/s), the bound of R X's inner loop."""
+    out = np.empty(1)
+    _l1_axpy(0, 1, 1, out)
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        _l1_axpy(0, 1, 4000, out)
+        ts.append(time.perf_counter() - t)
+    return 4000 * 2048 / statistics.median(ts) / 1e9
+
+
+def bench_stored(rounds=ROUNDS, cases=STORED_CASES):
+    """R X and Rᵀ X of stored D(b, q, d): the library's kernels against the previous ones (one row at a
+    time: ``bs_apply(..., tile=False)`` and ``bs_apply_t`` row by row) and a dense GEMM, 1 thread."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    from sketchsim import _matrix_kernels as K
+
+    old_threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    rows = []
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            l1 = _stored_rates()
+            for d, b, q, m, dens in cases:
+                op = BlockSparseOperator(d, b, q, name_key(SEED, "tuple/1"), "tuple/1")
+                R = op.dense()
+                rng = np.random.default_rng(d + m)
+                X = rng.standard_normal((m, d)) * (rng.random((m, d)) < dens)
+                args = (op.col_ptr, op.blk_row, op.blk_sign, op.b, op.scale)
+                out = {k: np.empty((m, d)) for k in ("old", "new", "old_t", "new_t", "gemm", "gemm_t")}
+
+                def old_apply():
+                    out["old"].fill(0.0)
+                    K.bs_apply(0, m, X, out["old"], *args, False)
+
+                def old_apply_t():
+                    for k in range(m):
+                        K.bs_apply_t(k, k + 1, X, out["old_t"], *args)
+
+                fns = {"old": old_apply, "new": lambda: op.apply(X, out=out["new"]),
+                       "gemm": lambda: np.matmul(X, R.T, out=out["gemm"]),
+                       "old_t": old_apply_t, "new_t": lambda: op.apply_t(X, out=out["new_t"]),
+                       "gemm_t": lambda: np.matmul(X, R, out=out["gemm_t"])}
+                for f in fns.values():
+                    f()
+                times = {k: [] for k in fns}
+                for r in range(rounds):
+                    for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+                        t = time.perf_counter()
+                        fns[k]()
+                        times[k].append(time.perf_counter() - t)
+                med = {k: statistics.median(v) for k, v in times.items()}
+                upd = op.n_blocks * b * m
+                row = {"d": d, "b": b, "q": q, "rows": m, "density": dens, "n_blocks": op.n_blocks,
+                       "same_bits_apply": bool(np.array_equal(out["old"], out["new"])),
+                       "same_bits_apply_t": bool(np.array_equal(out["old_t"], out["new_t"])),
+                       "max_rel_diff_gemm": float(np.abs(out["gemm"] - out["new"]).max()
+                                                  / max(np.abs(out["gemm"]).max(), 1e-300)),
+                       "l1_axpy_gups": l1}
+                for k, v in med.items():
+                    row[f"{k}_ms"] = v * 1e3
+                row["gups_new"] = upd / med["new"] / 1e9
+                row["gups_new_t"] = upd / med["new_t"] / 1e9
+                rows.append(row)
+                print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    finally:
+        numba.set_num_threads(old_threads)
+    return rows
+
+
+def write_stored(out_dir, rows):
+    import pandas as pd
+
+    from sketchsim._io import atomic_write_text
+
+    df = pd.DataFrame(rows)
+    atomic_write_text(os.path.join(out_dir, "perf_blocksparse_stored.csv"), df.to_csv(index=False))
+    l1 = rows[0]["l1_axpy_gups"]
+    md = ["# perf_blocksparse — kernels of the stored D(b, q, d) (issue 11)", "",
+          "Generated by `python experiments/perf_blocksparse.py --only stored`: 1 numba thread and 1 BLAS "
+          f"thread, {ROUNDS} interleaved rounds, medians (ms). *previous*: the kernels before the tiled ones "
+          "(one row at a time; still the library's path for sparse rows); *library*: `op.apply` / "
+          "`op.apply_t` as they run now (four rows per pass or batch-minor for R X, eight rows at a time "
+          "for Rᵀ X); *dense*: float64 GEMM of the same matrix stored dense (`X @ R.T`, `X @ R`). "
+          f"This machine's L1 axpy rate in the same run: {l1:.2f} G updates/s (one update = one nonzero "
+          "entry times one row).", "",
+          "| d | q | rows | nonzero | R X previous | R X library | ×previous | R X dense | library/dense "
+          "| G upd/s (vs L1) | Rᵀ X previous | Rᵀ X library | ×previous | Rᵀ X dense | library/dense "
+          "| same bits |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['d']} | {r['q']:g} | {r['rows']} | {r['density']:.0%} | {r['old_ms']:.2f} | "
+                  f"{r['new_ms']:.2f} | ×{r['old_ms'] / r['new_ms']:.2f} | {r['gemm_ms']:.2f} | "
+                  f"{r['new_ms'] / r['gemm_ms']:.2f} | {r['gups_new']:.2f} ({r['gups_new'] / l1:.0%}) | "
+                  f"{r['old_t_ms']:.2f} | {r['new_t_ms']:.2f} | ×{r['old_t_ms'] / r['new_t_ms']:.2f} | "
+                  f"{r['gemm_t_ms']:.2f} | {r['new_t_ms'] / r['gemm_t_ms']:.2f} | "
+                  f"{r['same_bits_apply'] and r['same_bits_apply_t']} |")
+    md += ["", "*same bits*: the library's outputs are `array_equal` to the previous kernels' (both "
+           "operations). The dense GEMM rounds differently (max relative difference "
+           f"{max(r['max_rel_diff_gemm'] for r in rows):.1e}); it is a speed reference, not a twin."]
+    atomic_write_text(os.path.join(out_dir, "perf_blocksparse_stored.md"), "\n".join(md) + "\n")
+    return df
+
+
 def sketch_graph():
     """20 objects (levels of 13, 5 and 2): depth 3, fan-in 2–3, 2 top inputs, 2 modules per level,
     attributes of length 16."""
@@ -414,8 +537,9 @@ def _write(out_dir, samp, lim, app, sk):
     return df
 
 
-def main(out_dir=None, sampling=True, big=True, d=BIG_D):
-    """Run the benchmarks and write results/perf_blocksparse.csv and .md (rewritten after each part)."""
+def main(out_dir=None, sampling=True, big=True, d=BIG_D, stored=True):
+    """Run the benchmarks and write results/perf_blocksparse.csv and .md (rewritten after each part),
+    and results/perf_blocksparse_stored.{csv,md} (``stored``)."""
     import numba
     from threadpoolctl import threadpool_limits
 
@@ -438,10 +562,25 @@ def main(out_dir=None, sampling=True, big=True, d=BIG_D):
             _write(out_dir, samp, lim, app, sk)
             if big:
                 app = bench_apply(d)
-            return _write(out_dir, samp, lim, app, sk)
+            df = _write(out_dir, samp, lim, app, sk)
+        if stored:
+            write_stored(out_dir, bench_stored())
+        return df
     finally:
         numba.set_num_threads(old)
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Block-sparse benchmarks (issue 11).")
+    ap.add_argument("--only", choices=["stored"], help="stored: only the stored operator's kernels "
+                    "(results/perf_blocksparse_stored.*), about a minute")
+    ap.add_argument("--out", default=None, help="results directory (default: the repository's results/)")
+    a = ap.parse_args()
+    if a.only == "stored":
+        out = a.out or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
+        os.makedirs(out, exist_ok=True)
+        write_stored(out, bench_stored())
+    else:
+        main(out_dir=a.out)
