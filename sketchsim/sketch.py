@@ -603,5 +603,10 @@ def _warm_up_families(g):
         d = 64 if fam == "hadamard" else 96
         bank = MatrixBank(d, fam, 0, **kw)
         s = sketch(g, bank)
-        bank.get("tuple/1").apply_t(s)
-        bank.get("tuple/1").dense()
+        op = bank.get("tuple/1")
+        op.apply_t(s)
+        op.dense()
+        X = np.ones((16, d))               # every R X / Rᵀ X kernel: batch-minor, four-row and row paths
+        op.apply(X)
+        op.apply(X[:5])
+        op.apply_t(X)
