@@ -339,9 +339,11 @@ def hadamard_target_lines(tgt, limits):
         f"- one operator row ½(x + R x) at d = 2^20, 1 thread: {r2.row_time_s * 1e3:.2f} ms; first (cold) call "
         f"{r2.first_call_s:.2f} s",
         f"- 1 and {int(r2.threads)} engine (numba) threads, BLAS threads fixed, give bit-identical sketches: "
-        f"{bool(r2.bits_identical_engine_threads)}; 1 thread with BLAS also on 1 differs from {int(r2.threads)} by "
-        f"max |diff| {r2.max_abs_diff_blas_threads:.1e} (OpenBLAS's GEMM of the attribute maps rounds differently "
-        f"with 1 and 2 threads; as before this change)",
+        f"{bool(r2.bits_identical_engine_threads)}; 1 thread with BLAS also on 1 against {int(r2.threads)}: "
+        + (f"max |diff| {r2.max_abs_diff_blas_threads:.1e} (OpenBLAS's GEMM of the attribute maps rounds "
+           "differently with 1 and 2 threads on this machine)" if r2.max_abs_diff_blas_threads > 0 else
+           "the same bits here too (max |diff| 0; OpenBLAS may split the attribute-map GEMM differently with 1 "
+           "and 2 threads on other machines, which would change its rounding)"),
     ]
     if "gather_ms_block_d" in tgt and np.isfinite(r2.gather_ms_block_d):
         lines.append(f"- the gather P x of one cold row (1 thread, interleaved, medians): blocks of 4096 entries "
