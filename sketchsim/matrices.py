@@ -255,7 +255,7 @@ class BlockSparseOperator(_Operator):
         m = X.shape[0]
         work = m * self.n_blocks * self.b * X.shape[1] // self.d
         args = (self.col_ptr, self.blk_row, self.blk_sign, self.b, self.scale)
-        density = np.count_nonzero(X) / max(1, X.size)
+        density = np.count_nonzero(X) / max(1, X.size) if m >= 4 else 0.0   # < 4 rows: the row kernel
         if m >= BATCH_MINOR_MIN_ROWS and density >= BATCH_MINOR_MIN_DENSITY:
             outT = np.empty((self.d, m))
             run_rows(K.bs_apply_batch, m, work, np.ascontiguousarray(X.T), outT, *args)
