@@ -230,6 +230,18 @@ def _l2_blocks(r0, r1, b, n_blocks, tile, out):
         out[r] = y[0]
 
 
+def _l1_time(threads, passes, out):
+    """Seconds of ``passes`` L1-resident axpy passes on each of ``threads`` threads."""
+    t = time.perf_counter()
+    run_rows(_l1_axpy, threads, 10**9, passes, out)
+    return time.perf_counter() - t
+
+
+def _l1_gups(threads, passes, times):
+    """G updates/s of :func:`_l1_time` runs (median time)."""
+    return threads * passes * 2048 / statistics.median(times) / 1e9
+
+
 def machine_limits(threads=THREADS, reps=5):
     """Triad bandwidth (GB/s, 24 bytes per element) and update rates (G updates/s) on ``threads`` threads."""
     n = 32 * 2**20                                     # 3 arrays of 256 MiB
@@ -248,13 +260,11 @@ def machine_limits(threads=THREADS, reps=5):
     reps_l1, nblk = 20000, 400000
     ts, tb = [], []
     for _ in range(reps):
-        t = time.perf_counter()
-        run_rows(_l1_axpy, threads, 10**9, reps_l1, out)
-        ts.append(time.perf_counter() - t)
+        ts.append(_l1_time(threads, reps_l1, out))
         t = time.perf_counter()
         run_rows(_l2_blocks, threads, 10**9, BIG_B, nblk, 2**16, out)   # 2^16 doubles = 512 KiB per thread
         tb.append(time.perf_counter() - t)
-    l1 = threads * reps_l1 * 2048 / statistics.median(ts) / 1e9
+    l1 = _l1_gups(threads, reps_l1, ts)
     l2 = threads * nblk * BIG_B / statistics.median(tb) / 1e9
     return {"triad_gbs": triad, "l1_axpy_gups": l1, "l2_block_gups": l2, "threads": threads}
 
@@ -301,16 +311,11 @@ issue's table, and the shapes of ``scenes_decode``'s block-sparse runs (32 attri
 through a path word, q = 0.5), one of them with half-zero rows."""
 
 
-def _stored_rates(reps=7):
+def _stored_rates(reps=7, passes=4000):
     """This machine's L1 axpy update rate on 1 thread (G updates/s), the bound of R X's inner loop."""
     out = np.empty(1)
-    _l1_axpy(0, 1, 1, out)
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        _l1_axpy(0, 1, 4000, out)
-        ts.append(time.perf_counter() - t)
-    return 4000 * 2048 / statistics.median(ts) / 1e9
+    _l1_time(1, 1, out)
+    return _l1_gups(1, passes, [_l1_time(1, passes, out) for _ in range(reps)])
 
 
 def bench_stored(rounds=ROUNDS, cases=STORED_CASES):
